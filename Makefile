@@ -1,0 +1,47 @@
+# Every target creates .venv and installs what it needs when missing, so a fresh
+# machine with only Python 3.11 and make is enough.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CONFIG ?= examples/config.yaml
+
+.PHONY: run test unit integration bench lint reliability simulator clean
+
+$(BIN)/python:
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/emarsys-destination dev --config $(CONFIG)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest -q tests/unit $(PYTEST_ARGS)
+
+integration: $(STAMP)
+	$(BIN)/python -m pytest -q tests/integration -m "not slow" $(PYTEST_ARGS)
+
+reliability: $(STAMP)
+	$(BIN)/python -m pytest -q tests -m "slow or integration" $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check app agents tables tests bench
+	$(BIN)/ruff format --check app agents tables tests bench
+	$(BIN)/mypy
+
+simulator: $(STAMP)
+	$(BIN)/emarsys-destination emarsys-simulator --port 9797
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,188 @@
+"""The identity agent: validates input, dedupes by messageId, links anonymousIds to users.
+
+Consumes the input topic, keyed ``account \\x1f routing id`` (anonymousId, else userId;
+alias: previousId), so an identity link and every lookup of it meet in one partition.
+Messages other tools wrote with another key are re-keyed once. Each event goes on to the
+person agent keyed by its person.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict, deque
+from typing import Any
+
+import orjson
+
+from agents.common import header, log, send_dead_letter
+from app import keys
+from app.envelope import dumps
+from app.faust_app import CONFIG, RUNTIME, app, input_topic, person_topic
+from app.identity import resolve, routing_id
+from app.segment.model import InvalidMessage, parse_message
+from tables import dedupe, links
+
+ACCOUNT_HEADER = "emd-account"
+
+
+class DedupeExpiry:
+    """Deletes dedupe entries older than the window, per partition, oldest first.
+
+    Entries are queued as they are written; after a restart or rebalance the queue of a
+    partition is rebuilt from the table the first time that partition is seen.
+    """
+
+    def __init__(self) -> None:
+        self.queues: dict[int, deque[tuple[float, bytes]]] = defaultdict(deque)
+        self.ready: set[int] = set()
+
+    def reset(self) -> None:
+        self.queues.clear()
+        self.ready.clear()
+
+    def ensure(self, partition: int) -> None:
+        if partition in self.ready:
+            return
+        found: dict[int, list[tuple[float, bytes]]] = defaultdict(list)
+        for key, value in dedupe.items():
+            ts, _, part = value.partition(b" ")
+            try:
+                found[int(part)].append((float(ts), key))
+            except ValueError:
+                continue
+        for part, entries in found.items():
+            if part not in self.ready:
+                entries.sort()
+                self.queues[part] = deque(entries)
+        self.ready.add(partition)
+        self.ready.update(found)
+
+    def expire(self, partition: int, now: float, window: float, budget: int = 50) -> None:
+        q = self.queues[partition]
+        while q and budget and q[0][0] < now - window:
+            _, key = q.popleft()
+            budget -= 1
+            dedupe.pop(key, None)
+
+
+EXPIRY = DedupeExpiry()
+
+
+@app.on_partitions_revoked.connect  # type: ignore[arg-type]
+async def _on_revoked(sender: Any, *args: Any, **kwargs: Any) -> None:
+    EXPIRY.reset()
+
+
+@app.agent(input_topic, name="link")
+async def link_agent(stream):
+    async for event in stream.events():
+        try:
+            await handle(event)
+        except Exception as exc:  # never stall the partition: dead-letter and go on
+            log.exception("link agent failed on a message")
+            await send_dead_letter(
+                "link", f"internal error: {type(exc).__name__}", raw=_raw(event.value)
+            )
+
+
+def _raw(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()
+
+
+async def handle(event: Any) -> None:
+    metrics = RUNTIME.metrics
+    raw = _raw(event.value)
+    account = header(event, ACCOUNT_HEADER) or RUNTIME.config.fallback_account()
+    if account is None or RUNTIME.accounts.get(account) is None:
+        metrics.inc("emd_events_rejected_total", reason="account")
+        why = (
+            f"unknown account {account!r}"
+            if account
+            else f"no {ACCOUNT_HEADER} header and no default_account in the config"
+        )
+        await send_dead_letter("input", why, account=account, raw=raw)
+        return
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        metrics.inc("emd_events_rejected_total", account=account, reason="json")
+        await send_dead_letter("input", f"not valid JSON: {exc}", account=account, raw=raw)
+        return
+    try:
+        msg = parse_message(obj)
+    except InvalidMessage as exc:
+        metrics.inc("emd_events_rejected_total", account=account, reason="invalid")
+        await send_dead_letter(
+            "input",
+            exc.reason,
+            account=account,
+            message_id=obj.get("messageId") if isinstance(obj, dict) else None,
+            raw=raw,
+        )
+        return
+    rid = routing_id(msg.data)
+    if rid is None:
+        metrics.inc("emd_events_rejected_total", account=account, reason="identity")
+        await send_dead_letter(
+            "input",
+            "no usable identifier: userId/anonymousId (previousId for alias) is missing or junk",
+            account=account,
+            message_id=msg.message_id,
+            payload=msg.data,
+        )
+        return
+    expected = keys.key(account, rid)
+    if event.key != expected:
+        # Written by another tool with another key: put it where its identity lives.
+        await input_topic.send(
+            key=expected, value=dumps(msg.data), headers={ACCOUNT_HEADER: account.encode()}
+        )
+        return
+    partition = event.message.partition
+    now = time.time()
+    EXPIRY.ensure(partition)
+    dkey = keys.key(account, keys.dedupe_id(msg.message_id))
+    seen = dedupe.get(dkey)
+    if seen is not None and now - float(seen.partition(b" ")[0]) < CONFIG.dedupe_window:
+        metrics.inc("emd_events_deduped_total", account=account)
+        return
+    dedupe[dkey] = f"{now:.3f} {partition}".encode()
+    EXPIRY.queues[partition].append((now, dkey))
+    EXPIRY.expire(partition, now, CONFIG.dedupe_window)
+
+    def lookup(ident: str) -> str | None:
+        value = links.get(keys.key(account, ident))
+        return value.decode() if value is not None else None
+
+    res = resolve(msg.data, lookup)
+    if res is None:
+        metrics.inc("emd_events_rejected_total", account=account, reason="identity")
+        await send_dead_letter(
+            "input",
+            "alias needs a usable previousId and a different userId",
+            account=account,
+            message_id=msg.message_id,
+            payload=msg.data,
+        )
+        return
+    if res.link is not None:
+        links[keys.key(account, res.link[0])] = res.link[1].encode()
+    for source in res.merge_from:
+        await person_topic.send(
+            key=keys.key(account, source),
+            value=dumps({"k": "merge", "a": account, "p": source, "into": res.person}),
+        )
+    metrics.inc("emd_events_processed_total", account=account, type=msg.type)
+    await person_topic.send(
+        key=keys.key(account, res.person),
+        value=dumps(
+            {
+                "k": "ev",
+                "a": account,
+                "p": res.person,
+                "m": msg.data,
+                "id": msg.message_id,
+                "t": msg.event_time.timestamp(),
+            }
+        ),
+    )

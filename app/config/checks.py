@@ -1,0 +1,160 @@
+"""Checks that relate config fields to each other, each reported with its location.
+
+Pydantic validates each field; these rules need the whole account: a rule's sequences
+must be contiguous, a filter may only name data maps that exist, and so on.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from app.config.loader import Problem
+from app.config.model import AccountConfig, Config, RuleConfig
+
+
+def semantic_problems(config: Config) -> list[Problem]:
+    problems: list[Problem] = []
+    for name, account in config.accounts.items():
+        problems += account_problems(account, f"accounts.{name}")
+    seen: dict[str, str] = {}
+    for name, account in config.accounts.items():
+        for i, key in enumerate(account.api_keys):
+            if key in seen and seen[key] != name:
+                problems.append(
+                    Problem(
+                        f"accounts.{name}.api_keys[{i}]",
+                        f"this API key is also used by account {seen[key]!r}",
+                    )
+                )
+            seen[key] = name
+    return problems
+
+
+def account_problems(account: AccountConfig, where: str) -> list[Problem]:
+    problems: list[Problem] = []
+    names = Counter(dm.name for dm in account.data_maps)
+    fields: dict[int, str] = {}
+    for i, dm in enumerate(account.data_maps):
+        loc = f"{where}.data_maps[{i}]"
+        if names[dm.name] > 1:
+            problems.append(Problem(f"{loc}.name", f"data map {dm.name!r} is defined twice"))
+        if dm.field is not None:
+            if dm.field in fields and fields[dm.field] != dm.name:
+                problems.append(
+                    Problem(
+                        f"{loc}.field",
+                        f"field {dm.field} is already written by data map {fields[dm.field]!r}",
+                    )
+                )
+            fields.setdefault(dm.field, dm.name)
+    rule_names = Counter(r.name for r in account.rules)
+    for i, rule in enumerate(account.rules):
+        loc = f"{where}.rules[{i}]"
+        if rule_names[rule.name] > 1:
+            problems.append(Problem(f"{loc}.name", f"rule {rule.name!r} is defined twice"))
+        problems += rule_problems(rule, account, loc)
+    return problems
+
+
+def rule_problems(rule: RuleConfig, account: AccountConfig, loc: str) -> list[Problem]:
+    from app.rules.fql import FilterError, compile_filter
+
+    problems: list[Problem] = []
+    dm_names = {dm.name for dm in account.data_maps}
+    if rule.transaction is not None and rule.transaction not in dm_names:
+        problems.append(Problem(f"{loc}.transaction", f"unknown data map {rule.transaction!r}"))
+    conds = rule.conditions
+    sequences = sorted({c.sequence for c in conds})
+    last = sequences[-1]
+    if sequences != list(range(last + 1)):
+        missing = sorted(set(range(last + 1)) - set(sequences))
+        problems.append(
+            Problem(
+                f"{loc}.conditions",
+                f"sequences must run 0, 1, 2, ... without gaps; missing {missing}",
+            )
+        )
+    if not any(c.type == "start" for c in conds):
+        problems.append(
+            Problem(f"{loc}.conditions", "a rule needs a start condition at sequence 0")
+        )
+    if not any(c.type == "exit" for c in conds):
+        problems.append(
+            Problem(f"{loc}.conditions", "a rule needs an exit condition (its last sequence)")
+        )
+    if last == 0:
+        problems.append(
+            Problem(f"{loc}.conditions", "the exit must come after the start (sequence 1 or more)")
+        )
+    unmatched_exits = 0
+    for j, c in enumerate(conds):
+        cl = f"{loc}.conditions[{j}]"
+        if c.type == "start" and c.sequence != 0:
+            problems.append(Problem(f"{cl}.sequence", "a start condition must be at sequence 0"))
+        if c.type in ("step", "exit") and c.sequence == 0:
+            problems.append(Problem(f"{cl}.sequence", f"a {c.type} cannot be at sequence 0"))
+        if c.type == "exit" and c.sequence != last:
+            problems.append(
+                Problem(f"{cl}.sequence", f"an exit must be the last sequence ({last})")
+            )
+        if c.type == "step" and c.sequence == last:
+            problems.append(
+                Problem(f"{cl}.type", "the last sequence is the exit; a step cannot be there")
+            )
+        if c.type == "exclude" and c.sequence >= last:
+            problems.append(
+                Problem(
+                    f"{cl}.sequence",
+                    "an exclude guards the position it is at and must come before the exit",
+                )
+            )
+        if c.type in ("start", "exclude"):
+            for attr in ("wait", "within"):
+                if getattr(c, attr) is not None:
+                    problems.append(Problem(f"{cl}.{attr}", f"a {c.type} cannot have {attr}"))
+        if c.type == "exclude" and not c.match:
+            problems.append(
+                Problem(
+                    f"{cl}.match",
+                    "an exclude needs matching criteria (it would end every instance)",
+                )
+            )
+        if c.type == "step" and not c.match:
+            problems.append(Problem(f"{cl}.match", "a step needs matching criteria"))
+        if c.type == "exit":
+            if c.match is None:
+                unmatched_exits += 1
+            if c.trigger is None:
+                problems.append(
+                    Problem(f"{cl}.trigger", "an exit needs a trigger (external event id or name)")
+                )
+            elif isinstance(c.trigger, int) and c.trigger < 1:
+                problems.append(
+                    Problem(f"{cl}.trigger", f"{c.trigger} is not an external event id")
+                )
+            elif isinstance(c.trigger, str) and not c.trigger.strip():
+                problems.append(
+                    Problem(f"{cl}.trigger", "an empty trigger is neither an id nor a name")
+                )
+            for k, var in enumerate(c.variables):
+                if var not in dm_names:
+                    problems.append(Problem(f"{cl}.variables[{k}]", f"unknown data map {var!r}"))
+        else:
+            if c.trigger is not None:
+                problems.append(
+                    Problem(f"{cl}.trigger", f"only an exit has a trigger, not a {c.type}")
+                )
+            if c.variables:
+                problems.append(Problem(f"{cl}.variables", "only an exit has variables"))
+        if c.wait is not None and c.within is not None and c.within < c.wait:
+            problems.append(
+                Problem(f"{cl}.within", "within is shorter than wait: the step could never happen")
+            )
+        if c.match is not None:
+            try:
+                compile_filter(c.match, dm_names)
+            except FilterError as exc:
+                problems.append(Problem(f"{cl}.match", str(exc)))
+    if unmatched_exits > 1:
+        problems.append(Problem(f"{loc}.conditions", "at most one exit without matching criteria"))
+    return problems

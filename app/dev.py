@@ -1,0 +1,165 @@
+"""``emarsys-destination dev``: the whole stack on one machine (what ``make run`` runs).
+
+Starts the embedded broker (memory-only) when the config says ``broker: embedded``, the
+Emarsys simulator when an account points at it, and one worker with the web console,
+prints where everything is, and stops it all on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+from app.broker import BrokerError, EmbeddedBroker, probe_kafka
+
+
+def _simulator_port(config) -> int | None:
+    """The port of a local Emarsys simulator some account points at, if any."""
+    for account in config.accounts.values():
+        url = urlparse(account.emarsys.api_url)
+        if url.hostname in ("127.0.0.1", "localhost") and url.port:
+            return url.port
+    return None
+
+
+def _port_open(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        s.settimeout(0.3)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _start_simulator(port: int) -> subprocess.Popen[bytes] | None:
+    if _port_open(port):
+        print(f"  an Emarsys simulator (or something) already listens on {port}; using it")
+        return None
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "emarsys-simulator", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and not _port_open(port):
+        if proc.poll() is not None:
+            raise SystemExit(f"the Emarsys simulator exited at start (code {proc.returncode})")
+        time.sleep(0.1)
+    return proc
+
+
+def _banner(config, args, broker_url: str, embedded: bool, sim_port: int | None) -> str:
+    web = f"http://127.0.0.1:{args.web_port}"
+    token = os.environ["EMD_ADMIN_TOKEN"]
+    lines = [
+        "",
+        "emarsys-destination dev",
+        "=======================",
+        f"  console        {web}/",
+        f"  ingest         POST {web}/v1/batch  (also /v1/track, /v1/identify, /segment ...)",
+        f"  health         {web}/health     metrics {web}/metrics",
+        f"  broker         {broker_url}"
+        + ("  (embedded Tansu, MEMORY ONLY: every topic is lost on exit)" if embedded else ""),
+    ]
+    if sim_port:
+        lines.append(
+            f"  emarsys sim    http://127.0.0.1:{sim_port}/_sim/contacts   (state: /_sim/calls)"
+        )
+    lines.append(f"  config         {os.environ['EMD_CONFIG']}")
+    for name, account in config.accounts.items():
+        lines.append(f"  account        {name}: API key {account.api_keys[0]!r}")
+    lines += [
+        f"  admin token    {token}",
+        "",
+        "  try:",
+        f"    curl -u {next(iter(config.accounts.values())).api_keys[0]}: {web}/v1/track \\",
+        "      -H 'Content-Type: application/json' \\",
+        '      -d \'{"userId": "u1", "event": "Coupon Entered", '
+        '"properties": {"coupon": "SAVE10", "cart_id": "c1"}, "context": {"traits": '
+        '{"email": "ann@example.com"}}}\'',
+        f"    curl -H 'Authorization: Bearer {token}' '{web}/api/accounts/"
+        f"{next(iter(config.accounts))}/users?userId=u1'",
+        "",
+        "  Ctrl-C stops everything.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def dev_main(argv: list[str]) -> int:
+    from app.config import ConfigError, load_config
+
+    parser = argparse.ArgumentParser(prog="emarsys-destination dev")
+    parser.add_argument("--config", default=os.environ.get("EMD_CONFIG", "examples/config.yaml"))
+    parser.add_argument("--broker-port", type=int, default=9092)
+    parser.add_argument("--web-port", type=int, default=6066)
+    parser.add_argument("--datadir", default=".emd-data/dev")
+    parser.add_argument("-l", "--loglevel", default="info")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(exc.report(), file=sys.stderr)
+        return 1
+    os.environ["EMD_CONFIG"] = os.path.abspath(args.config)
+    os.environ["EMD_PROFILE"] = "dev"
+    if not os.environ.get("EMD_ADMIN_TOKEN"):
+        os.environ["EMD_ADMIN_TOKEN"] = secrets.token_urlsafe(18)
+
+    broker: EmbeddedBroker | None = None
+    simulator: subprocess.Popen[bytes] | None = None
+    embedded = config.broker == "embedded"
+    try:
+        if embedded:
+            reuse = probe_kafka("127.0.0.1", args.broker_port) is True
+            broker = EmbeddedBroker(port=args.broker_port).start()
+            os.environ["EMD_BROKER"] = broker.url
+            if not reuse:
+                # The broker starts empty: local table state from an earlier run would
+                # claim offsets the new broker never had.
+                shutil.rmtree(args.datadir, ignore_errors=True)
+            broker_url = broker.url
+        else:
+            broker_url = config.broker
+        sim_port = _simulator_port(config)
+        if sim_port:
+            simulator = _start_simulator(sim_port)
+        print(_banner(config, args, broker_url, embedded, sim_port), flush=True)
+        Path(args.datadir).mkdir(parents=True, exist_ok=True)
+        return _run_worker(args)
+    except BrokerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if simulator is not None:
+            simulator.terminate()
+            try:
+                simulator.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                simulator.kill()
+        if broker is not None and not broker.reused:
+            broker.stop()
+
+
+def _run_worker(args: argparse.Namespace) -> int:
+    from faust import Worker
+
+    from app.worker import app
+
+    app.conf.web_port = args.web_port
+    app.conf.web_host = "127.0.0.1"
+    app.conf.canonical_url = f"http://127.0.0.1:{args.web_port}"  # type: ignore[assignment]
+    app.conf.datadir = args.datadir  # type: ignore[assignment]
+    worker = Worker(app, loglevel=args.loglevel)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 1
+    return 0

@@ -1,0 +1,1 @@
+"""The Emarsys connector: the API client (auth, rate limit, retries, batching) and its simulator."""

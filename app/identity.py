@@ -1,0 +1,130 @@
+"""Identity stitching: which person an event belongs to, and which links it creates.
+
+Policy (the README's "Identity" section repeats it):
+
+- A person is a userId (``u:ID``); an anonymousId never linked to a userId is its own
+  anonymous person (``a:ID``) until an identify/track/... carrying both, or an alias,
+  links it.
+- Junk identifiers (``null``, ``undefined``, ``anonymous``, empty, ``0``, ``-1``, all zeros,
+  and the like) never link anything: they are treated as absent.
+- The link is kept where the anonymousId's events are partitioned (keyed by anonymousId),
+  so the lookup and the link always meet, whichever worker runs it.
+- First link of an anonymousId: the anonymous person's state (record, rule instances)
+  merges into the user. A second userId claiming an already linked anonymousId (a shared
+  device) moves the link to the newer user for future events, without fusing the two
+  people: nothing is merged.
+- ``alias previousId -> userId``: previousId (an anonymousId or an old userId) links to
+  userId; the old person's state merges into the new one and the old person forwards.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from app.keys import anon_person, user_person
+
+_JUNK = frozenset(
+    {
+        "",
+        "null",
+        "none",
+        "nil",
+        "undefined",
+        "anonymous",
+        "anon",
+        "unknown",
+        "0",
+        "-1",
+        "nan",
+        "[object object]",
+        "00000000-0000-0000-0000-000000000000",
+    }
+)
+_ALL_ZEROS = re.compile(r"^[0\-]+$")
+MAX_ID_LENGTH = 200
+
+
+def usable_id(value: object) -> str | None:
+    """The identifier as text, or ``None`` when it is absent or junk."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        value = str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    if text.lower() in _JUNK or _ALL_ZEROS.match(text) or len(text) > MAX_ID_LENGTH:
+        return None
+    return text
+
+
+def routing_id(message: dict) -> str | None:
+    """The id an event is partitioned by at ingest: where its identity link lives.
+
+    alias: previousId; otherwise the anonymousId, else the userId.
+    """
+    if message.get("type") == "alias":
+        return usable_id(message.get("previousId"))
+    return usable_id(message.get("anonymousId")) or usable_id(message.get("userId"))
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """Where an event goes and what it changes in the link table."""
+
+    person: str
+    link: tuple[str, str] | None = None  # (routing id, userId) to store
+    merge_from: tuple[str, ...] = ()  # persons whose state must join ``person``
+    relinked_from: str | None = None  # shared device: the previous owner (no merge)
+
+
+def resolve(message: dict, lookup: Callable[[str], str | None]) -> Resolution | None:
+    """Resolve ``message`` (already validated) against the links of its routing id.
+
+    ``lookup(routing_id)`` returns the userId that id is linked to, or ``None``.
+    ``None`` is returned when the message carries no usable identifier at all.
+    """
+    rid = routing_id(message)
+    if rid is None:
+        return None
+    user_id = usable_id(message.get("userId"))
+    if message.get("type") == "alias":
+        if user_id is None or user_id == rid:
+            return None
+        current = lookup(rid)
+        if current == user_id:
+            return Resolution(user_person(user_id))
+        if current is not None:
+            # previousId already belongs to another user: move the link, fuse no one.
+            return Resolution(
+                user_person(user_id), link=(rid, user_id), relinked_from=user_person(current)
+            )
+        # previousId may be an anonymousId or an old userId and the shape cannot tell:
+        # both candidate persons merge into the new user (merging an empty one is a no-op).
+        return Resolution(
+            user_person(user_id),
+            link=(rid, user_id),
+            merge_from=(anon_person(rid), user_person(rid)),
+        )
+    anonymous_id = usable_id(message.get("anonymousId"))
+    if anonymous_id is None:
+        # userId only: an alias may have moved this userId to a newer one.
+        assert user_id is not None
+        target = lookup(user_id)
+        return Resolution(user_person(target or user_id))
+    current = lookup(anonymous_id)
+    if user_id is None:
+        return Resolution(user_person(current) if current else anon_person(anonymous_id))
+    if current is None:
+        return Resolution(
+            user_person(user_id),
+            link=(anonymous_id, user_id),
+            merge_from=(anon_person(anonymous_id),),
+        )
+    if current == user_id:
+        return Resolution(user_person(user_id))
+    return Resolution(
+        user_person(user_id), link=(anonymous_id, user_id), relinked_from=user_person(current)
+    )

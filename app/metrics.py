@@ -1,0 +1,68 @@
+"""Counters and gauges, rendered in the Prometheus text format for ``GET /metrics``.
+
+Per worker process: Prometheus scrapes every worker and sums.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+
+_HELP = {
+    "emd_events_in_total": "Segment messages accepted into the input topic",
+    "emd_events_processed_total": "events processed by the identity agent",
+    "emd_events_rejected_total": "messages rejected (dead-lettered) with their reason class",
+    "emd_events_deduped_total": "duplicate messageIds skipped",
+    "emd_datamap_failures_total": "values a data map could not convert (left out)",
+    "emd_rule_transitions_total": "rule instance transitions by kind",
+    "emd_emarsys_calls_total": "Emarsys API calls by operation and outcome",
+    "emd_emarsys_contacts_total": "contacts or triggers sent to Emarsys by operation and outcome",
+    "emd_dead_letters_total": "records written to the dead-letter topic",
+    "emd_sink_backlog": "effects waiting in the Emarsys sink",
+    "emd_consumer_lag": "messages between the committed offset and the end of each partition",
+}
+
+
+def _labels(labels: dict[str, str]) -> str:
+    if not labels:
+        return ""
+    inner = ",".join(
+        f'{k}="{str(v).replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
+        for k, v in sorted(labels.items())
+    )
+    return "{" + inner + "}"
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self._counters: dict[str, dict[tuple[tuple[str, str], ...], float]] = defaultdict(dict)
+        self._gauges: dict[str, Callable[[], dict[tuple[tuple[str, str], ...], float]]] = {}
+
+    def inc(self, name: str, amount: float = 1.0, **labels: str) -> None:
+        key = tuple(sorted(labels.items()))
+        series = self._counters[name]
+        series[key] = series.get(key, 0.0) + amount
+
+    def value(self, name: str, **labels: str) -> float:
+        return self._counters.get(name, {}).get(tuple(sorted(labels.items())), 0.0)
+
+    def gauge(self, name: str, fn: Callable[[], dict[tuple[tuple[str, str], ...], float]]) -> None:
+        self._gauges[name] = fn
+
+    def render(self) -> str:
+        lines: list[str] = []
+        for name in sorted(self._counters):
+            lines.append(f"# HELP {name} {_HELP.get(name, name)}")
+            lines.append(f"# TYPE {name} counter")
+            for key, value in sorted(self._counters[name].items()):
+                lines.append(f"{name}{_labels(dict(key))} {value:g}")
+        for name in sorted(self._gauges):
+            try:
+                series = self._gauges[name]()
+            except Exception:  # a gauge must never break the endpoint
+                continue
+            lines.append(f"# HELP {name} {_HELP.get(name, name)}")
+            lines.append(f"# TYPE {name} gauge")
+            for key, value in sorted(series.items()):
+                lines.append(f"{name}{_labels(dict(key))} {value:g}")
+        return "\n".join(lines) + "\n"

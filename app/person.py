@@ -1,0 +1,287 @@
+"""A person's record in the users table, and what each input does to it.
+
+Pure: the person agent (live) and the replay driver call these same functions, so live
+and replay decide identically. A record is a JSON-ready dict:
+
+``uid`` userId · ``anon`` anonymousIds seen (most recent last, capped) · ``pk`` primary key
+value (the Emarsys contact key, remembered once learned) · ``first``/``last`` seen (event
+time, ``last`` to the minute so a burst of events does not rewrite the record) · ``vals``
+latest value of every data map · ``sent`` Emarsys fields we asked Emarsys to hold (pending
+or acknowledged) · ``acked`` fields Emarsys acknowledged · ``rules`` rule-instance state ·
+``due`` next rule deadline · ``fwd`` set when this person merged into another.
+
+Functions return an ``Outcome``: whether the record changed (the caller writes the table
+only then), the effects to send to Emarsys, and the rule transitions for the funnel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from app.account import Account
+from app.identity import usable_id
+from app.jsonpath import read
+from app.rules.machine import Effect, EventInput, merge_states, new_state
+
+MAX_ANONYMOUS_IDS = 50
+LAST_SEEN_RESOLUTION = 60.0
+MAX_FORWARDS = 8
+
+
+def new_record() -> dict[str, Any]:
+    return {
+        "uid": None,
+        "anon": [],
+        "pk": None,
+        "first": None,
+        "last": None,
+        "vals": {},
+        "sent": {},
+        "acked": {},
+        "rules": new_state(),
+        "due": None,
+    }
+
+
+@dataclass
+class Outcome:
+    record: dict[str, Any] | None
+    changed: bool = False
+    effects: list[dict[str, Any]] = field(default_factory=list)
+    transitions: list[Effect] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    pk_before: str | None = None
+
+
+def iso_z(ts: float) -> str:
+    """Emarsys's event_time format: UTC, whole seconds, ``Z``."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def primary_key_value(account: Account, message: dict[str, Any]) -> str | None:
+    value = read(message, account.primary_key_path)
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _contact_update(account: Account, person: str, record: dict[str, Any], at: float):
+    """The upsert carrying the fields whose value differs from what Emarsys holds."""
+    pk = record["pk"]
+    if pk is None:
+        return None
+    key_field = str(account.key_field)
+    wanted = account.data_maps.fields(record["vals"])
+    wanted[key_field] = pk
+    sent = record["sent"]
+    changed = {f: v for f, v in wanted.items() if v is not None and sent.get(f) != v}
+    if not changed:
+        return None
+    changed[key_field] = pk
+    sent.update(changed)
+    return {
+        "op": "upsert",
+        "account": account.name,
+        "person": person,
+        "contact": pk,
+        "fields": changed,
+        "at": iso_z(at),
+    }
+
+
+def _trigger_effects(
+    account: Account, person: str, record: dict[str, Any], transitions: list[Effect]
+) -> list[dict[str, Any]]:
+    out = []
+    for t in transitions:
+        if t.kind != "triggered":
+            continue
+        effect = {
+            "op": "trigger",
+            "account": account.name,
+            "person": person,
+            "contact": record["pk"],
+            "user_id": record["uid"],
+            "rule": t.rule,
+            "event": t.trigger,
+            "trigger_id": t.trigger_id,
+            "instance": t.instance_id,
+            "event_time": iso_z(t.at),
+            "data": {"global": dict(t.variables or {})},
+        }
+        if record["pk"] is None:
+            effect["op"] = "undeliverable"
+            effect["reason"] = (
+                "no primary key value is known for this person "
+                f"({account.config.primary_key} never seen)"
+            )
+        out.append(effect)
+    return out
+
+
+def _touch_identity(record: dict[str, Any], message: dict[str, Any]) -> bool:
+    changed = False
+    uid = usable_id(message.get("userId"))
+    if uid is not None and record["uid"] != uid:
+        record["uid"] = uid
+        changed = True
+    anon = usable_id(message.get("anonymousId"))
+    if anon is not None and (not record["anon"] or record["anon"][-1] != anon):
+        ids = [a for a in record["anon"] if a != anon]
+        ids.append(anon)
+        record["anon"] = ids[-MAX_ANONYMOUS_IDS:]
+        changed = True
+    return changed
+
+
+def _touch_times(record: dict[str, Any], t: float) -> bool:
+    changed = False
+    if record["first"] is None or t < record["first"]:
+        record["first"] = t
+        changed = True
+    if record["last"] is None or t - record["last"] >= LAST_SEEN_RESOLUTION:
+        record["last"] = t
+        changed = True
+    return changed
+
+
+def _refresh_due(account: Account, record: dict[str, Any]) -> bool:
+    due = account.rules.next_deadline(record["rules"])
+    if due != record.get("due"):
+        record["due"] = due
+        return True
+    return False
+
+
+def apply_event(
+    account: Account,
+    person: str,
+    record: dict[str, Any] | None,
+    message: dict[str, Any],
+    *,
+    message_id: str,
+    event_time: float,
+    now: float | None = None,
+) -> Outcome:
+    """An identify/track/page/screen/group/alias event for ``person``.
+
+    ``now`` (live: wall-clock time) caps the event time: a client clock running ahead must
+    not push rule deadlines into the future. Replay passes ``None``.
+    """
+    if now is not None and event_time > now:
+        event_time = now
+    rec = new_record() if record is None else record
+    out = Outcome(rec, changed=record is None, pk_before=rec["pk"])
+    out.changed |= _touch_identity(rec, message)
+    out.changed |= _touch_times(rec, event_time)
+    pk = primary_key_value(account, message)
+    if pk is not None and pk != rec["pk"]:
+        rec["pk"] = pk
+        rec["sent"] = {}  # a new contact key: the new contact holds nothing yet
+        rec["acked"] = {}
+        out.changed = True
+    values, out.failures = account.data_maps.evaluate(message)
+    vals = rec["vals"]
+    for name, value in values.items():
+        if vals.get(name) != value:
+            vals[name] = value
+            out.changed = True
+    update = _contact_update(account, person, rec, event_time)
+    if update is not None:
+        out.effects.append(update)
+        out.changed = True
+    if message.get("type") != "delete":
+        ev = EventInput(
+            message=message,
+            type=str(message.get("type")),
+            message_id=message_id,
+            event_time=event_time,
+            values=values,
+            user=vals,
+        )
+        version = rec["rules"].get("v")
+        transitions = account.rules.on_event(rec["rules"], ev)
+        out.changed |= rec["rules"].get("v") != version
+        if transitions:
+            out.transitions = transitions
+            out.effects += _trigger_effects(account, person, rec, transitions)
+    out.changed |= _refresh_due(account, rec)
+    return out
+
+
+def apply_clock(account: Account, person: str, record: dict[str, Any], now: float) -> Outcome:
+    """Rule deadlines up to ``now`` (wall clock live, event-time clock in replay)."""
+    out = Outcome(record, pk_before=record["pk"])
+    version = record["rules"].get("v")
+    transitions = account.rules.on_clock(record["rules"], now, record["vals"])
+    out.changed = record["rules"].get("v") != version
+    if transitions:
+        out.transitions = transitions
+        out.effects += _trigger_effects(account, person, record, transitions)
+    out.changed |= _refresh_due(account, record)
+    return out
+
+
+def export_for_merge(record: dict[str, Any], into: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Hand this person's state to ``into``: returns (state to send, forwarding tombstone)."""
+    return dict(record), {"fwd": into}
+
+
+def apply_merge(
+    account: Account, person: str, record: dict[str, Any] | None, other: dict[str, Any], at: float
+) -> Outcome:
+    """Another person's state (an anonymous visitor, an aliased old userId) joins ``person``."""
+    rec = new_record() if record is None else record
+    out = Outcome(rec, changed=True, pk_before=rec["pk"])
+    for anon in other.get("anon", []):
+        if anon not in rec["anon"]:
+            rec["anon"].append(anon)
+    rec["anon"] = rec["anon"][-MAX_ANONYMOUS_IDS:]
+    for key in ("first",):
+        if other.get(key) is not None and (rec[key] is None or other[key] < rec[key]):
+            rec[key] = other[key]
+    newer = (other.get("last") or 0) > (rec.get("last") or 0)
+    if other.get("last") is not None and newer:
+        rec["last"] = other["last"]
+    for name, value in (other.get("vals") or {}).items():
+        if name not in rec["vals"] or newer:
+            rec["vals"][name] = value
+    if rec["pk"] is None and other.get("pk"):
+        rec["pk"] = other["pk"]
+        rec["sent"], rec["acked"] = dict(other.get("sent") or {}), dict(other.get("acked") or {})
+    merge_states(rec["rules"], other.get("rules") or new_state())
+    update = _contact_update(account, person, rec, at)
+    if update is not None:
+        out.effects.append(update)
+    # A merge can leave two instances where one is allowed: the clock run resolves it.
+    transitions = account.rules.on_clock(rec["rules"], at, rec["vals"])
+    if transitions:
+        out.transitions = transitions
+        out.effects += _trigger_effects(account, person, rec, transitions)
+    _refresh_due(account, rec)
+    return out
+
+
+def apply_delivery(record: dict[str, Any], delivery: dict[str, Any]) -> bool:
+    """Emarsys's answer to an upsert: acknowledged fields, or fields to send again."""
+    if delivery.get("op") != "upsert" or record.get("pk") != delivery.get("contact"):
+        return False
+    fields = delivery.get("fields") or {}
+    if delivery.get("ok"):
+        record["acked"].update(fields)
+        return bool(fields)
+    changed = False
+    for f, v in fields.items():
+        if record["sent"].get(f) == v:
+            del record["sent"][f]
+            changed = True
+    return changed
+
+
+def delete_effect(account: Account, person: str, record: dict[str, Any] | None):
+    if record is None or not record.get("pk"):
+        return None
+    return {"op": "delete", "account": account.name, "person": person, "contact": record["pk"]}

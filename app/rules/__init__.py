@@ -1,0 +1,1 @@
+"""Rules: the filter language (FQL) and the per-user rule state machines."""

@@ -1,0 +1,92 @@
+"""Every HTTP route of a worker, added to Faust's own aiohttp application (one port)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from app.broker import probe_kafka
+from app.runtime import Runtime
+from app.topics import bootstrap_servers
+from app.web.ingest import Ingest, Record
+
+log = logging.getLogger("emd.web")
+
+
+def install_routes(app: Any, runtime: Runtime) -> None:
+    """Called once per worker before the web server starts."""
+    from agents.common import send_dead_letter
+    from app.faust_app import input_topic
+    from app.web.inspect import Inspect
+
+    async def publish(records: list[Record]) -> None:
+        futures = [
+            await input_topic.send(key=r.key, value=r.value, headers=r.headers) for r in records
+        ]
+        await asyncio.gather(*futures)
+
+    async def dead_letter(reason: str, account: str | None, message_id: Any, payload: Any):
+        await send_dead_letter(
+            "ingest",
+            reason,
+            account=account,
+            message_id=message_id if isinstance(message_id, str) else None,
+            payload=payload,
+        )
+
+    ingest = Ingest(lambda: runtime.accounts, publish, dead_letter, runtime.metrics)
+    inspect = Inspect(app, runtime)
+    router = app.web.web_app.router
+    router.add_routes(ingest.routes())
+    router.add_routes(inspect.routes())
+    router.add_get("/health", _health(app, runtime))
+    router.add_get("/metrics", _metrics(app, runtime))
+
+
+def _health(app: Any, runtime: Runtime):
+    async def handler(request: web.Request) -> web.Response:
+        hosts = bootstrap_servers(runtime.broker_url).split(",")
+        reachable = False
+        for hostport in hosts:
+            host, _, port = hostport.rpartition(":")
+            if await asyncio.to_thread(probe_kafka, host, int(port), 1.0):
+                reachable = True
+                break
+        assigned: dict[str, list[int]] = {}
+        try:
+            for tp in app.assignor.assigned_actives():
+                assigned.setdefault(tp.topic, []).append(tp.partition)
+        except Exception:
+            pass
+        body = {
+            "status": "ok" if reachable else "degraded",
+            "broker": {"url": runtime.broker_url, "reachable": reachable},
+            "assigned_partitions": {t: sorted(p) for t, p in sorted(assigned.items())},
+            "accounts": sorted(runtime.accounts.names()),
+        }
+        return web.json_response(body, status=200 if reachable else 503)
+
+    return handler
+
+
+def _metrics(app: Any, runtime: Runtime):
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(
+            text=runtime.metrics.render(), content_type="text/plain", charset="utf-8"
+        )
+
+    return handler
+
+
+async def forward_get(url: str, request: web.Request) -> web.Response:
+    """A GET answered by another worker (the owner of a key); auth header passed on."""
+    headers = {"Authorization": request.headers.get("Authorization", "")}
+    timeout = aiohttp.ClientTimeout(total=10)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        async with session.get(url, headers=headers) as resp:
+            body = await resp.read()
+            return web.Response(body=body, status=resp.status, content_type="application/json")

@@ -1,0 +1,47 @@
+"""Changelog-backed RocksDB tables (rocksdict). Keys and values are raw bytes.
+
+Keys are ``account \\x1f id`` (see ``app.keys``): serialised raw, the same bytes the
+topics are keyed with, so ``app.router`` finds the owner of a key.
+
+RocksDB's defaults give every partition DB a 2 GiB block cache and 3 x 64 MB write
+buffers; these tables are small per partition, so the options below keep a worker's
+memory in tens of megabytes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.faust_app import CONFIG, app
+
+ROCKSDB_OPTIONS: dict[str, Any] = {
+    "block_cache_size": 8 * 1024 * 1024,
+    "block_cache_compressed_size": 0,
+    "write_buffer_size": 4 * 1024 * 1024,
+    "max_write_buffer_number": 2,
+    "target_file_size_base": 16 * 1024 * 1024,
+    "max_open_files": 256,
+}
+
+
+def raw_table(name: str, help_: str):
+    return app.Table(
+        name,
+        key_type=bytes,
+        value_type=bytes,
+        partitions=CONFIG.partitions,
+        options=ROCKSDB_OPTIONS,
+        help=help_,
+    )
+
+
+#: anonymousId (or aliased previousId) -> userId; written by the link agent.
+links = raw_table("links", "identity links: routing id -> userId")
+#: messageId -> first-seen unix time; Segment delivers at least once.
+dedupe = raw_table("dedupe", "messageIds seen in the dedupe window")
+#: person -> the person's record (JSON): identity, data map values, rule state.
+persons = raw_table("persons", "users table: one record per person")
+#: person -> recent Emarsys deliveries (JSON list, bounded).
+deliveries = raw_table("deliveries", "recent Emarsys deliveries per person")
+#: primary key value -> person, for lookups by primaryKey.
+pk_index = raw_table("pkindex", "primary key value -> person")
