@@ -12,6 +12,7 @@ from typing import Any
 
 import faust
 
+from app import recovery_guard
 from app.config import ConfigError, load_config
 from app.runtime import Runtime
 from app.settings import Settings
@@ -43,6 +44,7 @@ def _load_runtime() -> Runtime:
 
 
 RUNTIME = _load_runtime()
+recovery_guard.install()
 CONFIG = RUNTIME.config
 
 PERSON_TOPIC = RUNTIME.topic_name("person-events")

@@ -46,6 +46,12 @@ _ALL_ZEROS = re.compile(r"^[0\-]+$")
 MAX_ID_LENGTH = 200
 
 
+def is_placeholder(text: str) -> bool:
+    """``null``, ``undefined``, ``0``, all zeros...: a placeholder a client sent, not an id."""
+    t = text.strip()
+    return t.lower() in _JUNK or bool(_ALL_ZEROS.match(t))
+
+
 def usable_id(value: object) -> str | None:
     """The identifier as text, or ``None`` when it is absent or junk."""
     if value is None or isinstance(value, bool):
@@ -55,7 +61,7 @@ def usable_id(value: object) -> str | None:
     if not isinstance(value, str):
         return None
     text = value.strip()
-    if text.lower() in _JUNK or _ALL_ZEROS.match(text) or len(text) > MAX_ID_LENGTH:
+    if is_placeholder(text) or len(text) > MAX_ID_LENGTH:
         return None
     return text
 

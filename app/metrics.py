@@ -5,6 +5,7 @@ Per worker process: Prometheus scrapes every worker and sums.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Callable
 
@@ -23,14 +24,27 @@ _HELP = {
 }
 
 
+def _escape(value: object) -> str:
+    """A label value as the text format wants it: backslash, quote and newline escaped."""
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
 def _labels(labels: dict[str, str]) -> str:
     if not labels:
         return ""
-    inner = ",".join(
-        f'{k}="{str(v).replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
-        for k, v in sorted(labels.items())
-    )
+    inner = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(labels.items()))
     return "{" + inner + "}"
+
+
+def _number(value: float) -> str:
+    """Every digit of a sample (``:g`` would print 1234567 as ``1.23457e+06``)."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if float(value).is_integer():
+        return str(int(value))
+    return repr(float(value))
 
 
 class Metrics:
@@ -55,7 +69,7 @@ class Metrics:
             lines.append(f"# HELP {name} {_HELP.get(name, name)}")
             lines.append(f"# TYPE {name} counter")
             for key, value in sorted(self._counters[name].items()):
-                lines.append(f"{name}{_labels(dict(key))} {value:g}")
+                lines.append(f"{name}{_labels(dict(key))} {_number(value)}")
         for name in sorted(self._gauges):
             try:
                 series = self._gauges[name]()
@@ -64,5 +78,5 @@ class Metrics:
             lines.append(f"# HELP {name} {_HELP.get(name, name)}")
             lines.append(f"# TYPE {name} gauge")
             for key, value in sorted(series.items()):
-                lines.append(f"{name}{_labels(dict(key))} {value:g}")
+                lines.append(f"{name}{_labels(dict(key))} {_number(value)}")
         return "\n".join(lines) + "\n"

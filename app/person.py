@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from app.account import Account
-from app.identity import usable_id
+from app.identity import is_placeholder, usable_id
 from app.jsonpath import read
 from app.rules.machine import Effect, EventInput, merge_states, new_state
 
@@ -65,7 +65,9 @@ def primary_key_value(account: Account, message: dict[str, Any]) -> str | None:
     if isinstance(value, bool) or not isinstance(value, str | int):
         return None
     text = str(value).strip()
-    return text or None
+    # A placeholder ("null", "undefined", "0") is no contact key: every person sending it
+    # would become one Emarsys contact.
+    return None if is_placeholder(text) else text
 
 
 def _contact_update(account: Account, person: str, record: dict[str, Any], at: float):

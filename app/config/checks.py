@@ -7,18 +7,78 @@ must be contiguous, a filter may only name data maps that exist, and so on.
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
+
+from pydantic import ValidationError
 
 from app.config.loader import Problem
-from app.config.model import AccountConfig, Config, RuleConfig
+from app.config.model import AccountConfig, Config, DataMapConfig, RuleConfig
 
 
 def semantic_problems(config: Config) -> list[Problem]:
     problems: list[Problem] = []
     for name, account in config.accounts.items():
         problems += account_problems(account, f"accounts.{name}")
+    problems += _shared_key_problems({n: a.api_keys for n, a in config.accounts.items()})
+    return problems
+
+
+def partial_problems(data: Any) -> list[Problem]:
+    """The same checks on the parts of a config that failed field validation elsewhere.
+
+    A bad data map type must not hide an unknown data map in a filter: the user fixes the
+    file in one pass. An invalid data map still counts by its name (no spurious "unknown
+    data map"); a rule that is itself invalid is skipped (its own errors were reported).
+    """
+    problems: list[Problem] = []
+    accounts = data.get("accounts") if isinstance(data, dict) else None
+    if not isinstance(accounts, dict):
+        return problems
+    keys: dict[str, list[str]] = {}
+    for name, raw in accounts.items():
+        if not isinstance(raw, dict):
+            continue
+        where = f"accounts.{name}"
+        raw_keys = raw.get("api_keys")
+        if isinstance(raw_keys, list):
+            keys[str(name)] = [k for k in raw_keys if isinstance(k, str)]
+        maps: list[DataMapConfig] = []
+        for i, dm in enumerate(_list(raw.get("data_maps"))):
+            try:
+                maps.append(DataMapConfig.model_validate(dm))
+            except ValidationError:
+                dm_name = dm.get("name") if isinstance(dm, dict) else None
+                maps.append(
+                    DataMapConfig.model_construct(
+                        name=dm_name if isinstance(dm_name, str) else f"\x00{i}",
+                        path="",
+                        type="string",
+                        field=None,
+                        choices=None,
+                        max_length=None,
+                    )
+                )
+        rules: list[tuple[int, RuleConfig]] = []
+        for i, rule in enumerate(_list(raw.get("rules"))):
+            try:
+                rules.append((i, RuleConfig.model_validate(rule)))
+            except ValidationError:
+                continue
+        account = AccountConfig.model_construct(data_maps=maps, rules=[r for _, r in rules])
+        problems += account_problems(account, where, [i for i, _ in rules])
+    problems += _shared_key_problems(keys)
+    return problems
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _shared_key_problems(keys: dict[str, list[str]]) -> list[Problem]:
+    problems: list[Problem] = []
     seen: dict[str, str] = {}
-    for name, account in config.accounts.items():
-        for i, key in enumerate(account.api_keys):
+    for name, api_keys in keys.items():
+        for i, key in enumerate(api_keys):
             if key in seen and seen[key] != name:
                 problems.append(
                     Problem(
@@ -30,7 +90,11 @@ def semantic_problems(config: Config) -> list[Problem]:
     return problems
 
 
-def account_problems(account: AccountConfig, where: str) -> list[Problem]:
+def account_problems(
+    account: AccountConfig, where: str, rule_indexes: list[int] | None = None
+) -> list[Problem]:
+    """``rule_indexes``: the position of each of ``account.rules`` in the file (default:
+    its position in the list)."""
     problems: list[Problem] = []
     names = Counter(dm.name for dm in account.data_maps)
     fields: dict[int, str] = {}
@@ -48,8 +112,8 @@ def account_problems(account: AccountConfig, where: str) -> list[Problem]:
                 )
             fields.setdefault(dm.field, dm.name)
     rule_names = Counter(r.name for r in account.rules)
-    for i, rule in enumerate(account.rules):
-        loc = f"{where}.rules[{i}]"
+    for k, rule in enumerate(account.rules):
+        loc = f"{where}.rules[{rule_indexes[k] if rule_indexes is not None else k}]"
         if rule_names[rule.name] > 1:
             problems.append(Problem(f"{loc}.name", f"rule {rule.name!r} is defined twice"))
         problems += rule_problems(rule, account, loc)
@@ -92,7 +156,10 @@ def rule_problems(rule: RuleConfig, account: AccountConfig, loc: str) -> list[Pr
         if c.type == "start" and c.sequence != 0:
             problems.append(Problem(f"{cl}.sequence", "a start condition must be at sequence 0"))
         if c.type in ("step", "exit") and c.sequence == 0:
-            problems.append(Problem(f"{cl}.sequence", f"a {c.type} cannot be at sequence 0"))
+            article = "an" if c.type == "exit" else "a"
+            problems.append(
+                Problem(f"{cl}.sequence", f"{article} {c.type} cannot be at sequence 0")
+            )
         if c.type == "exit" and c.sequence != last:
             problems.append(
                 Problem(f"{cl}.sequence", f"an exit must be the last sequence ({last})")

@@ -121,6 +121,9 @@ def validate_data(
             if err["type"] == "extra_forbidden":
                 msg = "unknown key (check the spelling)"
             problems.append(Problem(format_location(err["loc"]), msg))
+        from app.config.checks import partial_problems
+
+        problems += partial_problems(data)
         raise ConfigError(problems, source) from None
     from app.config.checks import semantic_problems
 

@@ -96,6 +96,20 @@ def _choice_key(k: Any) -> str:
     return str(k)
 
 
+def _trigger(value: Any) -> Any:
+    """An external event id (a whole number) or name; YAML's ``true`` or ``1.5`` is neither."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise ValueError(f"{value!r} is not an external event id (a whole number) or name (text)")
+
+
+Trigger = Annotated[int | str | None, BeforeValidator(_trigger)]
+
+
 class ConditionConfig(_Strict):
     """One row of the rule editor's conditions table."""
 
@@ -105,7 +119,7 @@ class ConditionConfig(_Strict):
     wait: Duration | None = None
     within: Duration | None = None
     match: str | None = None
-    trigger: int | str | None = None
+    trigger: Trigger = None
     variables: list[str] = Field(default_factory=list)
 
 

@@ -21,7 +21,7 @@ import orjson
 from aiohttp import web
 
 from app.account import Accounts
-from app.identity import routing_id
+from app.identity import resolve, routing_id
 from app.keys import key as make_key
 from app.metrics import Metrics
 from app.segment.model import (
@@ -51,9 +51,28 @@ Publish = Callable[[list[Record]], Awaitable[None]]
 DeadLetter = Callable[[str, str, str | None, Any], Awaitable[None]]
 
 
+def _no_links(_ident: str) -> None:
+    return None
+
+
 def _error(status: int, message: str, **extra: Any) -> web.Response:
     headers = {"Retry-After": str(extra.pop("retry_after"))} if "retry_after" in extra else None
     return web.json_response({"message": message, **extra}, status=status, headers=headers)
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    """The whole body, or its first ``limit + 1`` bytes when it is longer.
+
+    ``StreamReader.read(n)`` returns what is buffered (a chunk), not ``n`` bytes: a single
+    read cut bodies larger than one chunk and answered valid batches "malformed JSON".
+    """
+    body = bytearray()
+    while len(body) <= limit:
+        chunk = await request.content.read(limit + 1 - len(body))
+        if not chunk:
+            break
+        body += chunk
+    return bytes(body)
 
 
 class Ingest:
@@ -106,7 +125,7 @@ class Ingest:
         limit = MESSAGE_LIMIT if form in SINGLE_TYPES else BATCH_LIMIT
         if request.content_length is not None and request.content_length > limit:
             return _error(413, f"request body over {limit // 1024} KB")
-        body = await request.content.read(limit + 1)
+        body = await _read_body(request, limit)
         if len(body) > limit:
             return _error(413, f"request body over {limit // 1024} KB")
         accounts = self._accounts()
@@ -143,13 +162,13 @@ class Ingest:
                 return _error(400, f"type: {single.get('type')!r} sent to /v1/{form}")
             items = [single]
         received = datetime.now(UTC)
-        received_iso = received.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
         records: list[Record] = []
         rejected: list[dict[str, Any]] = []
         for index, item in enumerate(items):
             if isinstance(item, dict):
+                # receivedAt is stamped by parse_message, after the content messageId: a
+                # retried identical body without messageId must get the same id.
                 item.pop("writeKey", None)
-                item.setdefault("receivedAt", received_iso)
             reason = None
             try:
                 raw = orjson.dumps(item)
@@ -162,6 +181,12 @@ class Ingest:
                         "no usable identifier: userId/anonymousId (previousId for alias) "
                         "is missing or a placeholder such as 'null' or '0'"
                     )
+                if msg.type == "alias" and resolve(msg.data, _no_links) is None:
+                    # Accepted, it would only be dead-lettered later, unseen by the sender.
+                    raise InvalidMessage(
+                        "alias needs a usable userId (not a placeholder such as 'null'), "
+                        "different from previousId"
+                    )
             except InvalidMessage as exc:
                 reason = exc.reason
             except (TypeError, orjson.JSONEncodeError) as exc:
@@ -170,7 +195,12 @@ class Ingest:
                 mid = item.get("messageId") if isinstance(item, dict) else None
                 rejected.append({"index": index, "messageId": mid, "reason": reason})
                 self._metrics.inc("emd_events_rejected_total", account=account, reason="invalid")
-                await self._dead_letter(reason, account, mid, item)
+                try:
+                    await self._dead_letter(reason, account, mid, item)
+                except Exception as exc:
+                    # Never drop a rejected message silently: the sender retries (5xx).
+                    log.warning("dead-lettering a rejected message failed: %s", type(exc).__name__)
+                    return _error(503, "the event log is unavailable; retry later", retry_after=5)
                 continue
             records.append(
                 Record(
