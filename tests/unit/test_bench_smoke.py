@@ -1,0 +1,33 @@
+"""The bench's pure-core part runs (tiny sizes, no broker); speed is never asserted."""
+
+from __future__ import annotations
+
+from app.segment.model import parse_message
+from bench.core import run_core
+from bench.events import encode, generate, mix
+
+
+def test_generated_events_are_valid_segment_messages() -> None:
+    messages = generate(300, 100)
+    assert len(messages) == 300
+    for m in messages:
+        parse_message(m)
+    assert set(mix(messages)["types"]) == {"identify", "page", "track"}
+    assert all(key.startswith(b"bench\x1f") for key, _ in encode(messages, "bench"))
+
+
+def test_core_returns_positive_rates_and_expected_keys() -> None:
+    result = run_core(
+        events=200, users=50, rule_sets=((20, 2), (40, 2)), rule_events=50, min_seconds=0.0
+    )
+    assert set(result) == {"rules", "datamaps", "person"}
+    for rs in result["rules"]:
+        assert rs["events_per_s"] > 0
+        assert rs["evaluations_per_event"] == rs["matching"] == 2
+    assert result["datamaps"]["data_maps"] == 20
+    assert result["datamaps"]["events_per_s"] > 0
+    person = result["person"]
+    assert person["events_per_s"] > 0
+    state = person["state"]
+    assert state["persons"] > 0
+    assert 0 < state["bytes_p50"] <= state["bytes_max"]
