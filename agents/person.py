@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import heapq
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict, deque
+from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka.partitioner import murmur2
@@ -28,9 +29,33 @@ from app.person import (
     apply_merge,
     delete_effect,
 )
-from tables import deliveries, persons, pk_index
+from tables import deliveries, funnel, persons, pk_index
 
 MAX_DELIVERIES = 50
+RECENT_EVENTS = 20
+RECENT_PERSONS = 20_000
+
+
+class RecentEvents:
+    """The last events of recently active persons, in memory (since this worker owns
+    them): a debugging aid for the person page, deliberately not a table, so a page view
+    that changes nothing still writes nothing."""
+
+    def __init__(self) -> None:
+        self.by_person: OrderedDict[bytes, deque[dict[str, Any]]] = OrderedDict()
+
+    def add(self, key: bytes, entry: dict[str, Any]) -> None:
+        ring = self.by_person.pop(key, None) or deque(maxlen=RECENT_EVENTS)
+        ring.appendleft(entry)
+        self.by_person[key] = ring
+        while len(self.by_person) > RECENT_PERSONS:
+            self.by_person.popitem(last=False)
+
+    def get(self, key: bytes) -> list[dict[str, Any]]:
+        return list(self.by_person.get(key, ()))
+
+
+RECENT = RecentEvents()
 
 
 def partition_of(key: bytes) -> int:
@@ -178,6 +203,15 @@ async def on_event(account, person: str, key: bytes, msg: dict[str, Any], partit
         await forward(key, record, msg)
         return
     message = msg["m"]
+    RECENT.add(
+        key,
+        {
+            "at": datetime.fromtimestamp(float(msg["t"]), UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "type": message.get("type"),
+            "event": message.get("event") or message.get("name"),
+            "messageId": msg.get("id"),
+        },
+    )
     if message.get("type") == "delete":
         await on_delete(account, person, key, record)
         return
@@ -207,6 +241,8 @@ async def finish(account, person: str, key: bytes, out: Outcome, partition: int)
         RUNTIME.metrics.inc(
             "emd_rule_transitions_total", account=account.name, rule=t.rule, kind=t.kind
         )
+    if out.transitions:
+        count_funnel(account.name, out.transitions, partition)
     for effect in out.effects:
         if effect["op"] == "undeliverable":
             await record_delivery(
@@ -230,6 +266,25 @@ async def finish(account, person: str, key: bytes, out: Outcome, partition: int)
             await index_pk(account.name, out.pk_before, None)
         if pk:
             await index_pk(account.name, pk, person)
+
+
+def funnel_key(account: str, rule: str, hour: int, partition: int) -> bytes:
+    return keys.key(account, f"{rule}\x1e{hour}\x1e{partition}")
+
+
+def count_funnel(account: str, transitions: list[Any], partition: int) -> None:
+    """Add transitions to the per-hour funnel counters of this partition."""
+    buckets: dict[bytes, dict[str, int]] = {}
+    for t in transitions:
+        hour = int(t.at // 3600 * 3600)
+        key = funnel_key(account, t.rule, hour, partition)
+        if key not in buckets:
+            raw = funnel.get(key)
+            buckets[key] = loads(raw) if raw is not None else {}
+        counts = buckets[key]
+        counts[t.kind] = counts.get(t.kind, 0) + 1
+    for key, counts in buckets.items():
+        funnel[key] = dumps(counts)
 
 
 async def index_pk(account: str, pk: str, person: str | None) -> None:

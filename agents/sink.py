@@ -13,6 +13,7 @@ the acknowledged fields; the sink itself writes no table (``take()`` cannot).
 
 from __future__ import annotations
 
+from collections import defaultdict, deque
 from typing import Any
 
 from agents.common import log, send_dead_letter
@@ -23,6 +24,8 @@ from app.faust_app import CONFIG, RUNTIME, app, effects_topic, person_topic
 
 CLIENTS = Clients()
 BACKLOG = {"effects": 0}
+#: The latest deliveries of each account handled by this worker's sink (in memory).
+RECENT_DELIVERIES: dict[str, deque[dict[str, Any]]] = defaultdict(lambda: deque(maxlen=500))
 
 RUNTIME.metrics.gauge("emd_sink_backlog", lambda: {(): float(BACKLOG["effects"])})
 
@@ -69,6 +72,7 @@ async def report(outcome: Outcome) -> None:
     )
     entry = outcome.record()
     entry["at"] = now_iso()
+    RECENT_DELIVERIES[account].appendleft({**entry, "person": e.get("person")})
     if e.get("person"):
         await person_topic.send(
             key=keys.key(account, e["person"]),

@@ -14,6 +14,7 @@ import faust
 
 from app import recovery_guard
 from app.config import ConfigError, load_config
+from app.config_topic import ConfigTopic
 from app.runtime import Runtime
 from app.settings import Settings
 from app.topics import ensure_topics
@@ -50,6 +51,7 @@ CONFIG = RUNTIME.config
 PERSON_TOPIC = RUNTIME.topic_name("person-events")
 EFFECTS_TOPIC = RUNTIME.topic_name("emarsys-effects")
 DEAD_LETTER_TOPIC = RUNTIME.topic_name("dead-letters")
+CONFIG_TOPIC = RUNTIME.topic_name("config")
 
 
 def _faust_settings() -> dict[str, Any]:
@@ -67,11 +69,25 @@ def _faust_settings() -> dict[str, Any]:
         "producer_linger": 0.005,
         "table_standby_replicas": 0,
         "topic_disable_leader": False,
+        # Faust's own /table and /router views serve table contents (personal data)
+        # without authentication: off. Our API answers behind the admin token.
+        "web_tables_enabled": False,
+        "web_router_enabled": False,
     }
     if RUNTIME.settings.dev:
         settings.update(_DEV_FAUST)
     settings.update(CONFIG.faust)
     return settings
+
+
+def _drop_faust_index() -> None:
+    """Faust answers ``GET /`` with its own status JSON; ``/`` is our console."""
+    from faust.web.drivers import aiohttp as web_driver
+
+    web_driver.Web.production_blueprints = []
+
+
+_drop_faust_index()
 
 
 class EmdApp(faust.App):
@@ -88,18 +104,24 @@ class EmdApp(faust.App):
         }
         for table in self.tables.values():
             topics[table.changelog_topic.get_topic_name()] = n
+        topics[CONFIG_TOPIC] = 1
         await ensure_topics(
             RUNTIME.broker_url,
             topics,
             replication=CONFIG.replication_factor,
-            compacted={t.changelog_topic.get_topic_name() for t in self.tables.values()},
+            compacted={t.changelog_topic.get_topic_name() for t in self.tables.values()}
+            | {CONFIG_TOPIC},
         )
+        # Console edits win over the file: apply them before any event is processed.
+        await LIVE_CONFIG.load()
+        LIVE_CONFIG.start_following()
         from app.web.routes import install_routes
 
         install_routes(self, RUNTIME)
 
 
 app = EmdApp(CONFIG.app_id, autodiscover=False, **_faust_settings())
+LIVE_CONFIG = ConfigTopic(RUNTIME, CONFIG_TOPIC)
 
 input_topic = app.topic(
     CONFIG.input_topic, key_type=bytes, value_type=bytes, partitions=CONFIG.partitions

@@ -45,3 +45,7 @@ persons = raw_table("persons", "users table: one record per person")
 deliveries = raw_table("deliveries", "recent Emarsys deliveries per person")
 #: primary key value -> person, for lookups by primaryKey.
 pk_index = raw_table("pkindex", "primary key value -> person")
+#: funnel counts: account, rule, hour, partition -> transitions counted in that hour.
+#: Keyed per partition so each partition's writer owns its own counter (a key written
+#: from two partitions would be restored into one of them only).
+funnel = raw_table("funnel", "rule transitions per hour and partition")

@@ -106,13 +106,21 @@ def parse_yaml(text: str, source: str = "config") -> Any:
 
 
 def validate_data(
-    data: Any, source: str = "config", env: Mapping[str, str] | None = None
+    data: Any,
+    source: str = "config",
+    env: Mapping[str, str] | None = None,
+    *,
+    substitute: bool = True,
 ) -> Config:
-    """A ``Config`` from parsed YAML/JSON data, or ``ConfigError`` with every problem."""
+    """A ``Config`` from parsed YAML/JSON data, or ``ConfigError`` with every problem.
+
+    ``substitute=False`` for data that was substituted already (a live edit merged into
+    the running config): a ``${...}`` in a rule name is then just text."""
     problems: list[Problem] = []
     if not isinstance(data, dict):
         raise ConfigError([Problem("", "the config must be a mapping at the top level")], source)
-    data = _substitute(data, (), os.environ if env is None else env, problems)
+    if substitute:
+        data = _substitute(data, (), os.environ if env is None else env, problems)
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:

@@ -45,7 +45,7 @@ class Source:
     """Where the raw events come from: one JSON message per item."""
 
     label: str
-    lines: Iterable[bytes]
+    lines: Iterable[bytes | tuple[bytes, str | None]]  # raw, or (raw, account)
     size: int | None = None  # total bytes, when known (a regular file): for progress
     close: Callable[[], None] = field(default=lambda: None)
 
@@ -60,6 +60,30 @@ def file_source(path: str) -> Source:
     except OSError:
         size = None
     return Source(path, _lines(handle), size, handle.close)
+
+
+def _iso_seconds(text: str | None) -> float | None:
+    if not text:
+        return None
+    from datetime import UTC, datetime
+
+    dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.timestamp()
+
+
+def topic_source(ns: argparse.Namespace, config: Any) -> Source:
+    """A topic read whole with its own consumer, merged in event-time order."""
+    from app.replay.topic import topic_items
+
+    broker = ns.broker or config.broker
+    if broker == "embedded":
+        broker = "kafka://127.0.0.1:9092"
+    start, end = _iso_seconds(ns.start), _iso_seconds(ns.end)
+    items = topic_items(broker, ns.topic, start, end)
+    size = sum(len(v) for v, _ in items)
+    return Source(f"topic {ns.topic}", items, size)
 
 
 def _lines(handle: IO[bytes]) -> Iterator[bytes]:
@@ -271,10 +295,11 @@ def run(
                     effects.append(effect)
 
     try:
-        for raw in source.lines:
+        for item in source.lines:
+            raw, account = item if isinstance(item, tuple) else (item, None)
             lines += 1
             nbytes += len(raw)
-            out = replay.feed(raw)
+            out = replay.feed(raw, account) if account else replay.feed(raw)
             if out:
                 emit(out)
             if progress is not None:
@@ -337,8 +362,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--config", help="the YAML config (default: the EMD_CONFIG environment variable)"
     )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--file", help="recorded events, one JSON message per line (- = stdin)")
+    source.add_argument(
+        "--topic",
+        help=(
+            "read this Kafka topic (e.g. segment-events) with a consumer of its own that "
+            "never joins the workers' group. The whole topic is read and --from/--to filter "
+            "by event time afterwards: the embedded broker looks offsets up by append time, "
+            "not event time"
+        ),
+    )
+    parser.add_argument("--from", dest="start", help="with --topic: events at or after ISO time")
+    parser.add_argument("--to", dest="end", help="with --topic: events before ISO time")
     parser.add_argument(
-        "--file", required=True, help="recorded events, one JSON message per line (- = stdin)"
+        "--broker",
+        help="with --topic: kafka://HOST:PORT (default: the config's broker; 'embedded' "
+        "means kafka://127.0.0.1:9092, where `dev` runs it)",
     )
     parser.add_argument(
         "--account",
@@ -383,11 +423,18 @@ def replay_main(argv: list[str]) -> int:
             file=err,
         )
         return 1
-    try:
-        source = file_source(ns.file)
-    except OSError as exc:
-        print(f"replay: cannot read {ns.file}: {exc.strerror or exc}", file=err)
-        return 1
+    if ns.topic:
+        try:
+            source = topic_source(ns, config)
+        except (LookupError, ValueError, OSError) as exc:
+            print(f"replay: cannot read topic {ns.topic}: {exc}", file=err)
+            return 1
+    else:
+        try:
+            source = file_source(ns.file)
+        except OSError as exc:
+            print(f"replay: cannot read {ns.file}: {exc.strerror or exc}", file=err)
+            return 1
 
     out = sys.stdout
     fmt = ns.format or ("table" if out.isatty() else "jsonl")

@@ -213,6 +213,13 @@ class Replay:
         lines += self._fire_due()
         return lines
 
+    def advance(self, until: float) -> list[dict]:
+        """Move the clock forward to ``until`` (never back) and fire what is due: the
+        console's backtest runs the clock to the end of the chosen period."""
+        if self.clock is None or until > self.clock:
+            self.clock = until
+        return self._fire_due()
+
     def finish(self) -> list[dict]:
         """End of input: what is due at the final clock (it stays there), then the summary."""
         lines = self._fire_due()

@@ -121,10 +121,12 @@ class Inspect:
         record = loads(raw)
         if "fwd" in record:
             return web.json_response({"forward": record["fwd"]}, status=200)
+        from agents.person import RECENT
+
         dlv = deliveries.get(key)
-        return web.json_response(
-            self.render(account, person, record, loads(dlv) if dlv is not None else [])
-        )
+        body = self.render(account, person, record, loads(dlv) if dlv is not None else [])
+        body["recentEvents"] = RECENT.get(key)
+        return web.json_response(body)
 
     def render(self, account: str, person: str, record: dict[str, Any], dlv: list[Any]):
         acct = self.runtime.accounts.get(account)
@@ -203,14 +205,29 @@ class Inspect:
         return web.json_response({"message": "no such user in this account"}, status=404)
 
     async def deliveries(self, request: web.Request) -> web.Response:
-        """Recent deliveries of one person (same lookup parameters as /users)."""
+        """A person's deliveries (same lookup parameters as /users), or without them the
+        account's recent deliveries from every worker's sink, newest first."""
+        from app.web.cluster import gather
+
         account, denied = self._check(request)
         if denied:
             return denied
-        resp = await self.users(request)
-        if resp.status != 200:
-            return resp
-        body = loads(resp.body)  # type: ignore[arg-type]
-        return web.json_response(
-            {"account": account, "person": body["person"], "deliveries": body["deliveries"]}
-        )
+        if any(request.query.get(k) for k in ("userId", "anonymousId", "primaryKey")):
+            resp = await self.users(request)
+            if resp.status != 200:
+                return resp
+            body = loads(resp.body)  # type: ignore[arg-type]
+            return web.json_response(
+                {"account": account, "person": body["person"], "deliveries": body["deliveries"]}
+            )
+        if request.query.get("local") == "1":
+            from agents.sink import RECENT_DELIVERIES
+
+            return web.json_response({"deliveries": list(RECENT_DELIVERIES.get(account, ()))})
+        parts = await gather(self.app, request, request.path, {})
+        merged = [d for part in parts for d in part.get("deliveries", [])]
+        merged.sort(key=lambda d: d.get("at", ""), reverse=True)
+        failed_only = request.query.get("failed") == "1"
+        if failed_only:
+            merged = [d for d in merged if not d.get("ok")]
+        return web.json_response({"account": account, "deliveries": merged[:500]})

@@ -20,7 +20,12 @@ log = logging.getLogger("emd.web")
 def install_routes(app: Any, runtime: Runtime) -> None:
     """Called once per worker before the web server starts."""
     from agents.common import send_dead_letter
-    from app.faust_app import input_topic
+    from app.faust_app import DEAD_LETTER_TOPIC, LIVE_CONFIG, input_topic
+    from app.web import console, openapi
+    from app.web.admin import AdminApi
+    from app.web.backtest import BacktestApi
+    from app.web.deadletters import DeadLetterApi
+    from app.web.funnel import FunnelApi
     from app.web.inspect import Inspect
 
     async def publish(records: list[Record]) -> None:
@@ -43,6 +48,12 @@ def install_routes(app: Any, runtime: Runtime) -> None:
     router = app.web.web_app.router
     router.add_routes(ingest.routes())
     router.add_routes(inspect.routes())
+    router.add_routes(AdminApi(runtime, LIVE_CONFIG).routes())
+    router.add_routes(FunnelApi(app, runtime).routes())
+    router.add_routes(DeadLetterApi(runtime, DEAD_LETTER_TOPIC).routes())
+    router.add_routes(BacktestApi(runtime).routes())
+    router.add_routes(openapi.routes())
+    router.add_routes(console.routes())
     router.add_get("/health", _health(app, runtime))
     router.add_get("/metrics", _metrics(app, runtime))
 

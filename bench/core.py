@@ -1,0 +1,196 @@
+"""The pure core without a broker: rules, data maps, a person's record.
+
+- ``RuleSet.on_event`` with R rules of which M match each event (start conditions on an
+  event name plus a revenue test), each event on a fresh person state: the rule index
+  means the cost follows M, not R (``RuleSet.evaluations`` counts the filters run).
+- ``DataMaps.evaluate`` with the bench account's 20 data maps over the synthetic events.
+- The person agent's work per event, without Faust: identity resolution (links in a dict),
+  the record's JSON load, ``app.person.apply_event``, and the JSON dump when it changed.
+- The state kept per person: bytes of each person's JSON record after all the events.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from app.account import Account
+from app.config.model import AccountConfig, DataMapConfig, RuleConfig
+from app.datamaps import DataMaps
+from app.envelope import dumps, loads
+from app.identity import resolve
+from app.person import apply_event
+from app.rules.machine import EventInput, RuleSet, new_state
+from app.segment.model import parse_message
+from bench.account import ACCOUNT, account_dict
+from bench.events import generate
+
+DEFAULT_RULE_SETS: tuple[tuple[int, int], ...] = ((100, 10), (1000, 10), (1000, 100))
+
+
+def _timed(fn: Callable[[Any], object], items: Sequence[Any], min_seconds: float) -> float:
+    """Events per second of ``fn`` over ``items``, repeated until ``min_seconds`` passed."""
+    done = 0
+    start = time.perf_counter()
+    while True:
+        for item in items:
+            fn(item)
+        done += len(items)
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_seconds:
+            return done / elapsed
+
+
+def bench_rules(
+    n_rules: int, matching: int, events: int = 5000, min_seconds: float = 1.0, seed: int = 7
+) -> dict[str, Any]:
+    """``on_event`` with ``n_rules`` rules, ``matching`` of which start on every event."""
+    account = AccountConfig.model_validate(account_dict())
+    maps = account.data_maps
+    names = max(1, n_rules // matching)
+    rules = [
+        RuleConfig.model_validate(
+            {
+                "name": f"rule {r:04d}",
+                "lifetime": "48h",
+                "conditions": [
+                    {
+                        "sequence": 0,
+                        "type": "start",
+                        "on": "track",
+                        "match": f'ecom_event = "Bench {r % names}" and ecom_revenue >= {r % 10}',
+                    },
+                    {
+                        "sequence": 0,
+                        "type": "exclude",
+                        "on": "track",
+                        "match": 'ecom_event = "Order Completed"',
+                    },
+                    {
+                        "sequence": 1,
+                        "type": "exit",
+                        "wait": "1h",
+                        "trigger": r,
+                        "variables": ["coupon", "ecom_revenue"],
+                    },
+                ],
+            }
+        )
+        for r in range(n_rules)
+    ]
+    ruleset = RuleSet(rules, maps, salt=ACCOUNT)
+    dms = DataMaps(maps)
+    rng = random.Random(seed)
+    inputs = []
+    t0 = time.time() - 3600
+    for i in range(events):
+        msg = {
+            "type": "track",
+            "event": f"Bench {rng.randrange(names)}",
+            "userId": f"user-{i}",
+            "messageId": f"m-{i}",
+            "properties": {
+                "revenue": round(rng.uniform(10, 100), 2),
+                "cart_id": f"cart-{i}",
+                "coupon": "WELCOME10",
+            },
+        }
+        values, _ = dms.evaluate(msg)
+        inputs.append(EventInput(msg, "track", f"m-{i}", t0 + i, values, values))
+    effects = 0
+
+    def one(ev: EventInput) -> None:
+        nonlocal effects
+        effects += len(ruleset.on_event(new_state(), ev))
+
+    before = ruleset.evaluations
+    rate = _timed(one, inputs, min_seconds)
+    runs = effects / matching if matching else 0
+    return {
+        "rules": n_rules,
+        "matching": matching,
+        "events_per_s": rate,
+        "evaluations_per_event": (ruleset.evaluations - before) / runs if runs else 0.0,
+        "effects_per_event": effects / runs if runs else 0.0,
+    }
+
+
+def bench_datamaps(messages: Sequence[dict[str, Any]], min_seconds: float = 1.0) -> dict[str, Any]:
+    maps = [DataMapConfig.model_validate(d) for d in account_dict()["data_maps"]]
+    dms = DataMaps(maps)
+    found = sum(len(dms.evaluate(m)[0]) for m in messages)
+    return {
+        "data_maps": len(maps),
+        "events_per_s": _timed(dms.evaluate, messages, min_seconds),
+        "values_per_event": found / len(messages),
+    }
+
+
+def bench_person(messages: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The person agent's work per event, and the records it leaves behind."""
+    account = Account(ACCOUNT, AccountConfig.model_validate(account_dict()))
+    prepared = []
+    for m in messages:
+        parsed = parse_message(m)
+        prepared.append((parsed.data, parsed.message_id, parsed.event_time.timestamp()))
+    links: dict[str, str] = {}
+    records: dict[str, bytes] = {}
+    writes = upserts = 0
+    now = time.time()
+    start = time.perf_counter()
+    for data, message_id, event_time in prepared:
+        res = resolve(data, links.get)
+        assert res is not None
+        if res.link is not None:
+            links[res.link[0]] = res.link[1]
+        raw = records.get(res.person)
+        out = apply_event(
+            account,
+            res.person,
+            loads(raw) if raw is not None else None,
+            data,
+            message_id=message_id,
+            event_time=event_time,
+            now=now,
+        )
+        if out.changed:
+            records[res.person] = dumps(out.record)
+            writes += 1
+        upserts += sum(1 for e in out.effects if e["op"] == "upsert")
+    elapsed = time.perf_counter() - start
+    sizes = sorted(len(v) for v in records.values())
+    return {
+        "events_per_s": len(prepared) / elapsed,
+        "record_writes_per_event": writes / len(prepared),
+        "upserts_per_event": upserts / len(prepared),
+        "state": {
+            "persons": len(sizes),
+            "bytes_mean": statistics.fmean(sizes),
+            "bytes_p50": sizes[len(sizes) // 2],
+            "bytes_p95": sizes[int(len(sizes) * 0.95)],
+            "bytes_max": sizes[-1],
+            "bytes_total": sum(sizes),
+        },
+    }
+
+
+def run_core(
+    events: int = 20_000,
+    users: int = 10_000,
+    rule_sets: Sequence[tuple[int, int]] = DEFAULT_RULE_SETS,
+    rule_events: int = 5000,
+    min_seconds: float = 1.0,
+    messages: Sequence[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Every pure-core measurement; ``messages`` defaults to ``generate(events, users)``."""
+    msgs = list(messages) if messages is not None else generate(events, users)
+    return {
+        "rules": [
+            bench_rules(n, m, events=rule_events, min_seconds=min_seconds) for n, m in rule_sets
+        ],
+        "datamaps": bench_datamaps(msgs, min_seconds=min_seconds),
+        "person": bench_person(msgs),
+    }
