@@ -23,6 +23,8 @@ from app.segment.model import InvalidMessage, parse_message
 from tables import dedupe, links
 
 ACCOUNT_HEADER = "emd-account"
+#: links value of an anonymous visitor that has a person of its own but no userId yet
+MARKER = b""
 
 
 class DedupeExpiry:
@@ -152,7 +154,7 @@ async def handle(event: Any) -> None:
 
     def lookup(ident: str) -> str | None:
         value = links.get(keys.key(account, ident))
-        return value.decode() if value is not None else None
+        return value.decode() if value else None  # b"": anonymous, not linked
 
     res = resolve(msg.data, lookup)
     if res is None:
@@ -165,9 +167,20 @@ async def handle(event: Any) -> None:
             payload=msg.data,
         )
         return
+    if res.person.startswith("a:"):
+        # Mark that this anonymous visitor has state of its own (written once), so the
+        # first link only asks for a merge when there is something to merge.
+        anon_key = keys.key(account, res.person[2:])
+        if links.get(anon_key) is None:
+            links[anon_key] = MARKER
+    merge_from = [
+        source
+        for source in res.merge_from
+        if not source.startswith("a:") or links.get(keys.key(account, source[2:])) is not None
+    ]
     if res.link is not None:
         links[keys.key(account, res.link[0])] = res.link[1].encode()
-    for source in res.merge_from:
+    for source in merge_from:
         await person_topic.send(
             key=keys.key(account, source),
             value=dumps({"k": "merge", "a": account, "p": source, "into": res.person}),

@@ -151,6 +151,7 @@ async def handle(event: Any) -> None:
     msg = loads(event.value)
     kind = msg.get("k")
     partition = event.message.partition
+    RUNTIME.metrics.inc("emd_person_events_total", kind=str(kind))
     if kind == "tick":
         await on_tick(partition, float(msg["t"]))
         return

@@ -19,10 +19,27 @@ from typing import Any
 from agents.common import log, send_dead_letter
 from app import keys
 from app.delivery import Clients, Outcome, close_quietly, deliver
+from app.emarsys.client import EmarsysClient
 from app.envelope import dumps, loads, now_iso
 from app.faust_app import CONFIG, RUNTIME, app, effects_topic, person_topic
 
-CLIENTS = Clients()
+
+def _call_counter(account: str):
+    def count(method: str, path: str, status: int | None, code: int | None) -> None:
+        parts = [p for p in path.split("/") if p and not p.isdigit()]
+        RUNTIME.metrics.inc(
+            "emd_emarsys_calls_total",
+            account=account,
+            call=f"{method} /{'/'.join(parts[:2])}",
+            status=str(status) if status is not None else "error",
+        )
+
+    return count
+
+
+CLIENTS = Clients(
+    lambda account, cfg: EmarsysClient(account, cfg, on_response=_call_counter(account))
+)
 BACKLOG = {"effects": 0}
 #: The latest deliveries of each account handled by this worker's sink (in memory).
 RECENT_DELIVERIES: dict[str, deque[dict[str, Any]]] = defaultdict(lambda: deque(maxlen=500))

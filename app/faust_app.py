@@ -135,3 +135,23 @@ effects_topic = app.topic(
 dead_letter_topic = app.topic(
     DEAD_LETTER_TOPIC, key_type=bytes, value_type=bytes, partitions=CONFIG.partitions
 )
+
+
+def _consumer_lag() -> dict[tuple[tuple[str, str], ...], float]:
+    """Per topic: the partitions' highwater minus the committed offset, summed."""
+    lag: dict[tuple[tuple[str, str], ...], float] = {}
+    consumer = app.consumer
+    committed = getattr(consumer, "_committed_offset", {})
+    for tp in app.assignor.assigned_actives():
+        if tp.topic not in (CONFIG.input_topic, PERSON_TOPIC, EFFECTS_TOPIC):
+            continue
+        high = consumer.highwater(tp)
+        if high is None:
+            continue
+        done = committed.get(tp) or 0
+        key = (("topic", tp.topic),)
+        lag[key] = lag.get(key, 0.0) + max(0, high - done)
+    return lag
+
+
+RUNTIME.metrics.gauge("emd_consumer_lag", _consumer_lag)

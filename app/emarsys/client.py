@@ -19,7 +19,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -223,8 +223,11 @@ class EmarsysClient:
         sleep: Sleep = asyncio.sleep,
         limiter: RateLimiter | None = None,
         backoff: Backoff | None = None,
+        on_response: Callable[[str, str, int | None, int | None], None] | None = None,
     ) -> None:
         self.account = account
+        # Called after every HTTP attempt with (method, path, status, replyCode): metrics.
+        self._on_response = on_response
         self.cfg = cfg
         self._clock = clock
         self._sleep = sleep
@@ -336,6 +339,8 @@ class EmarsysClient:
 
             code = reply.reply_code if reply is not None else None
             log.debug("%s %s -> %s replyCode=%s attempt=%d", method, path, status, code, attempt)
+            if self._on_response is not None:
+                self._on_response(method, path, status, code)
 
             if reply is not None and 200 <= reply.status < 300:
                 if readable:

@@ -86,7 +86,7 @@ class Inspect:
         if routed is not None:
             return routed
         value = links.get(key)
-        return web.json_response({"userId": value.decode() if value is not None else None})
+        return web.json_response({"userId": value.decode() if value else None})
 
     async def pk(self, request: web.Request) -> web.Response:
         """Internal: the person holding a primary key value."""
