@@ -114,11 +114,13 @@ async def handle(event: Any) -> None:
         msg = parse_message(obj)
     except InvalidMessage as exc:
         metrics.inc("emd_events_rejected_total", account=account, reason="invalid")
+        mid = obj.get("messageId") if isinstance(obj, dict) else None
         await send_dead_letter(
             "input",
             exc.reason,
             account=account,
-            message_id=obj.get("messageId") if isinstance(obj, dict) else None,
+            # Unvalidated: may be an object nested 1,000 deep (the record must stay JSON).
+            message_id=mid if isinstance(mid, str) else None,
             raw=raw,
         )
         return

@@ -11,6 +11,7 @@ dead-letters: ``{"source", "reason", "account", "message_id", "at", "payload"}``
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 import orjson
 
 MAX_DEAD_LETTER_PAYLOAD = 64 * 1024
+MAX_ID = 200
 
 
 def dumps(obj: Any) -> bytes:
@@ -42,12 +44,15 @@ def dead_letter(
     raw: bytes | None = None,
 ) -> bytes:
     """A dead-letter record. ``raw`` bytes that are not valid UTF-8 JSON are kept as text
-    with replacement characters (and cut at 64 KB) so the record itself is always JSON."""
+    with replacement characters (and cut at 64 KB) so the record itself is always JSON; so
+    is a ``payload`` orjson cannot write (nested too deeply...), with ``payload_error``."""
+    if not isinstance(message_id, str):
+        message_id = None  # an unvalidated message's "messageId" may be anything
     record: dict[str, Any] = {
         "source": source,
         "reason": reason,
         "account": account,
-        "message_id": message_id,
+        "message_id": message_id[:MAX_ID] if message_id is not None else None,
         "at": now_iso(),
         "ts": time.time(),
     }
@@ -57,4 +62,17 @@ def dead_letter(
         text = raw[:MAX_DEAD_LETTER_PAYLOAD].decode("utf-8", errors="replace")
         record["raw"] = text
         record["truncated"] = len(raw) > MAX_DEAD_LETTER_PAYLOAD
-    return dumps(record)
+    try:
+        return dumps(record)
+    except TypeError as exc:  # orjson.JSONEncodeError: nested too deeply, int over 64 bits
+        # The reject itself must never fail (the ingest would answer 503 to bad input and
+        # the sender retry it forever): keep the payload as text, as far as it goes.
+        record.pop("payload", None)
+        try:
+            text = json.dumps(payload, default=repr)
+        except (RecursionError, ValueError, TypeError):
+            text = ""
+        record["raw"] = text[:MAX_DEAD_LETTER_PAYLOAD]
+        record["truncated"] = len(text) > MAX_DEAD_LETTER_PAYLOAD or not text
+        record["payload_error"] = f"not encodable as JSON: {exc}"
+        return dumps(record)

@@ -7,6 +7,7 @@ from ``EMD_CONFIG`` (``--config``) and is validated before this module is import
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Any
 
@@ -45,7 +46,9 @@ def _load_runtime() -> Runtime:
 
 
 RUNTIME = _load_runtime()
-recovery_guard.install()
+# EMD_DISABLE_RECOVERY_GUARD=1 only exists to prove the reliability tests fail without it.
+if os.environ.get("EMD_DISABLE_RECOVERY_GUARD") != "1":
+    recovery_guard.install()
 CONFIG = RUNTIME.config
 
 PERSON_TOPIC = RUNTIME.topic_name("person-events")

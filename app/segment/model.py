@@ -25,8 +25,10 @@ Choices worth knowing (also in the README):
 - A missing, null or blank ``messageId`` gets ``content_message_id``: a hash of the
   message's content, so a retried identical body is deduplicated (and, equally, two
   identical bodies without any timestamp count as one).
-- ``data`` is guaranteed to be serialisable by orjson (nesting deeper than orjson's 254
-  levels or integers beyond 64 bits are rejected here, not at the Kafka producer).
+- ``data`` is guaranteed to be serialisable by orjson, also inside the envelopes it
+  travels in later (person-events, dead letters): nesting deeper than orjson's 254 levels
+  minus ``ENVELOPE_DEPTH``, or integers beyond 64 bits, are rejected here, not inside a
+  worker after the sender was told 200.
 """
 
 from __future__ import annotations
@@ -51,6 +53,9 @@ MESSAGE_TYPES: Final = frozenset(
 MESSAGE_ID_MAX: Final = 100
 TIMESTAMP_FIELDS: Final = ("timestamp", "originalTimestamp", "sentAt", "receivedAt")
 """In order of preference for the event time."""
+
+ENVELOPE_DEPTH: Final = 8
+"""Nesting levels kept free for the envelopes a message is wrapped in after ingest."""
 
 _TYPES_TEXT = "identify, track, page, screen, group, alias or delete"
 _ISO_EXPECTED = "expected YYYY-MM-DDTHH:MM:SS[.fff]Z"
@@ -391,6 +396,20 @@ def content_message_id(raw: dict[str, Any]) -> str:
     return "emd-" + hashlib.sha1(canonical, usedforsecurity=False).hexdigest()
 
 
+def _check_encodable(data: dict[str, Any]) -> None:
+    """``InvalidMessage`` unless orjson can write ``data`` inside ``ENVELOPE_DEPTH`` more
+    levels: a message that only just fits would fail in the link agent's envelope."""
+    wrapped: Any = data
+    for _ in range(ENVELOPE_DEPTH):
+        wrapped = [wrapped]
+    try:
+        orjson.dumps(wrapped)
+    except (orjson.JSONEncodeError, TypeError) as e:
+        if "ecursion" in str(e):
+            raise InvalidMessage("message: cannot be encoded as JSON (nested too deeply)") from None
+        raise InvalidMessage(f"message: cannot be encoded as JSON ({e})") from None
+
+
 def _reason(e: ValidationError) -> str:
     first = e.errors(include_url=False, include_context=False, include_input=False)[0]
     loc = ".".join(str(p) for p in first["loc"])
@@ -437,16 +456,12 @@ def parse_message(obj: object, *, received_at: datetime | None = None) -> Parsed
             data[name] = getattr(msg, name)
 
     message_id = msg.messageId
-    if message_id is not None and _present(message_id):
-        try:
-            orjson.dumps(data)
-        except (orjson.JSONEncodeError, TypeError) as e:
-            raise InvalidMessage(f"message: cannot be encoded as JSON ({e})") from None
-    else:
+    if message_id is None or not _present(message_id):
         raw = dict(obj)
         raw.pop("writeKey", None)
         message_id = content_message_id(raw)
         data["messageId"] = message_id
+    _check_encodable(data)
 
     event_time = msg.event_time()
     if event_time is None:

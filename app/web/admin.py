@@ -94,6 +94,20 @@ class AdminApi:
         if denied:
             return denied
         body = await read_json(request)
+        if isinstance(body, dict) and "version" in body:
+            # Optimistic concurrency: an editor sends the version it started from, so two
+            # people editing at once do not silently overwrite each other.
+            expected = body.pop("version")
+            current = self.live.versions.get(account, 0)
+            if expected != current:
+                return web.json_response(
+                    {
+                        "message": f"the config changed since you loaded it (version {expected}, "
+                        f"now {current}): reload and edit again",
+                        "version": current,
+                    },
+                    status=409,
+                )
         try:
             await self.live.publish(account, body)
         except ConfigError as exc:

@@ -62,7 +62,12 @@ class DeadLetterApi:
                 batch = await consumer.getmany(timeout_ms=300, max_records=5000)
                 records = [r for recs in batch.values() for r in recs]
                 if not records:
-                    break
+                    # A fresh consumer's first fetches can come back empty: stop only at
+                    # (or past: the broker under-reports) every partition's end.
+                    positions = [await consumer.position(tp) for tp in tps]
+                    if all(p >= ends[tp] for p, tp in zip(positions, tps, strict=True)):
+                        break
+                    continue
                 for r in records:
                     try:
                         value = orjson.loads(r.value)

@@ -125,7 +125,11 @@ class Ingest:
         limit = MESSAGE_LIMIT if form in SINGLE_TYPES else BATCH_LIMIT
         if request.content_length is not None and request.content_length > limit:
             return _error(413, f"request body over {limit // 1024} KB")
-        body = await _read_body(request, limit)
+        try:
+            body = await _read_body(request, limit)
+        except web.RequestPayloadError:
+            # e.g. "Content-Encoding: gzip" on a body that is not gzip: the sender's fault.
+            return _error(400, "cannot read the body (bad Content-Encoding or transfer)")
         if len(body) > limit:
             return _error(413, f"request body over {limit // 1024} KB")
         accounts = self._accounts()
@@ -155,6 +159,9 @@ class Ingest:
             if len(items) > BATCH_MAX_MESSAGES:
                 return _error(413, f"a batch holds at most {BATCH_MAX_MESSAGES} messages")
         else:
+            if len(body) > MESSAGE_LIMIT:
+                # /segment reads up to the batch limit; one message is held to its own.
+                return _error(413, f"request body over {MESSAGE_LIMIT // 1024} KB")
             single = {k: v for k, v in obj.items() if k != "writeKey"}
             if form is not None and "type" not in single:
                 single["type"] = form

@@ -102,6 +102,8 @@ def test_config_get_validate_and_put_reaches_every_worker(two, simulator):
     r = api(two, "PUT", "/api/accounts/acme/config", good)
     assert r.status == 200
     version = r.json()["version"]
+    stale = api(two, "PUT", "/api/accounts/acme/config", {**good, "version": version - 1})
+    assert stale.status == 409 and stale.json()["version"] == version
     wait_for(
         lambda: api(two, "GET", "/api/accounts/acme/config", i=1).json()["version"] == version,
         what="the edit on the other worker",

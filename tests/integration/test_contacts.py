@@ -240,30 +240,48 @@ def test_two_workers_answer_for_every_person(broker, simulator, tmp_path):
         s.stop()
 
 
-def test_rate_limits_and_an_outage_lose_nothing(broker, tmp_path):
+def _storm_then_outage(broker, tmp_path, outage: int) -> None:
     sim = Simulator(tmp_path)
     s = Stack(broker.url, tmp_path, {"acme": account_config(sim)}, partitions=2)
     try:
         s.start_worker()
         s.wait_assigned()
         sim.post("/_sim/faults", {"rate_limit_per_minute": 3})
-        emails = [f"{uid('rl')}@example.com" for _ in range(30)]
-        for i, e in enumerate(emails[:15]):
-            s.post("/v1/identify", {"userId": f"rl-{i}-{e}", "context": {"traits": {"email": e}}})
-            time.sleep(0.3)  # separate sink batches: many calls, most of them 429
-        sim.post("/_sim/faults", {"rate_limit_per_minute": 1000, "outage_seconds": 120})
-        for i, e in enumerate(emails[15:]):
+        emails: list[str] = []
+        # One update at a time, in separate sink batches, until Emarsys answers 429s.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            e = f"{uid('rl')}@example.com"
+            emails.append(e)
+            s.post("/v1/identify", {"userId": f"rl-{e}", "context": {"traits": {"email": e}}})
+            time.sleep(0.4)
+            if len(emails) >= 10 and sim.get("/_sim/stats")["status"].get("429", 0) >= 3:
+                break
+        sim.post("/_sim/faults", {"rate_limit_per_minute": 1000, "outage_seconds": outage})
+        for i in range(15):
+            e = f"{uid('rl-o')}@example.com"
+            emails.append(e)
             s.post("/v1/identify", {"userId": f"rl-o{i}-{e}", "context": {"traits": {"email": e}}})
         wait_for(
             lambda: all(sim.contact(e) for e in emails),
-            timeout=240,
+            timeout=outage + 120,
             interval=2,
             what="every contact after the 429 storm and the outage",
         )
         stats = sim.get("/_sim/stats")
         assert stats["status"].get("429", 0) > 0 and stats["status"].get("503", 0) > 0
+        assert s.metric("emd_emarsys_calls_total", status="429") > 0
         dead = [orjson.loads(r.value) for r in read_topic(s.broker_url, s.topic("dead-letters"))]
         assert [d for d in dead if d["source"] == "sink"] == []
     finally:
         s.stop()
         sim.stop()
+
+
+def test_a_429_storm_and_a_short_outage_lose_nothing(broker, tmp_path):
+    _storm_then_outage(broker, tmp_path, outage=15)
+
+
+@pytest.mark.slow
+def test_a_429_storm_and_a_two_minute_outage_lose_nothing(broker, tmp_path):
+    _storm_then_outage(broker, tmp_path, outage=120)

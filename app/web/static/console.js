@@ -240,7 +240,7 @@ function askToken(message) {
   return tokenPromise;
 }
 
-async function api(method, path, body, { signal } = {}) {
+async function api(method, path, body, { signal, raw = false } = {}) {
   for (;;) {
     const token = localStorage.getItem(TOKEN_KEY);
     if (!token) {
@@ -267,6 +267,7 @@ async function api(method, path, body, { signal } = {}) {
       continue;
     }
     const text = await resp.text();
+    if (raw && resp.ok) return text;
     let data = null;
     try {
       data = text ? JSON.parse(text) : null;
@@ -286,6 +287,38 @@ async function loadConfig(account) {
   config.data_maps = config.data_maps || [];
   config.rules = config.rules || [];
   return { version: res.version, config };
+}
+
+function saveFile(name, text, type) {
+  const blob = new Blob([text], { type });
+  const a = h("a", { href: URL.createObjectURL(blob), download: name });
+  document.body.append(a);
+  a.click();
+  setTimeout(() => {
+    URL.revokeObjectURL(a.href);
+    a.remove();
+  }, 1000);
+}
+
+/** "Export YAML": the live data maps and rules in the config file's format. */
+function exportYamlButton(account) {
+  return h(
+    "button",
+    {
+      type: "button",
+      testid: "export-yaml",
+      title: "The saved data maps and rules in the config file's format, to copy back into the YAML file",
+      onclick: async () => {
+        try {
+          const text = await api("GET", apiPath(account, "/config?format=yaml"), undefined, { raw: true });
+          saveFile(`${account}-data-maps-and-rules.yaml`, text, "application/yaml");
+        } catch (err) {
+          toast(`Export failed: ${err.message}`, "bad");
+        }
+      },
+    },
+    "Export YAML",
+  );
 }
 
 function errorNotice(err) {
@@ -656,13 +689,19 @@ function periodLabel(p) {
   return `${fmtTime(r.from)} – ${fmtTime(r.to)}`;
 }
 
-/** Segmented buttons plus from/to inputs for "custom"; ``onChange(period)``. */
-function periodPicker(period, onChange, testid) {
+/** Segmented buttons plus from/to inputs for "custom"; ``onChange(period)`` on a preset or
+ * on Apply. With ``apply: false`` there is no Apply button: read ``el.current()`` instead. */
+function periodPicker(period, onChange, testid, { apply = true } = {}) {
   const range = periodRange(period);
+  let selected = period.kind;
   const from = h("input", { type: "datetime-local", value: localInputValue(range.from), testid: `${testid}-from`, "aria-label": "From" });
   const to = h("input", { type: "datetime-local", value: localInputValue(range.to), testid: `${testid}-to`, "aria-label": "To" });
-  const apply = h("button", { type: "button", testid: `${testid}-apply` }, "Apply");
-  const custom = h("span", { class: "toolbar", style: "margin:0", hidden: period.kind !== "custom" }, from, "–", to, apply);
+  const customPeriod = () =>
+    from.value && to.value ? { kind: "custom", from: isoZ(new Date(from.value)), to: isoZ(new Date(to.value)) } : { kind: "custom" };
+  const applyBtn = apply
+    ? h("button", { type: "button", testid: `${testid}-apply`, onclick: () => from.value && to.value && onChange(customPeriod()) }, "Apply")
+    : null;
+  const custom = h("span", { class: "toolbar", style: "margin:0", hidden: period.kind !== "custom" }, from, "–", to, applyBtn);
   const buttons = PERIODS.map((p) =>
     h(
       "button",
@@ -670,25 +709,20 @@ function periodPicker(period, onChange, testid) {
         type: "button",
         "aria-pressed": String(p.kind === period.kind),
         testid: `${testid}-${p.kind}`,
-        onclick: () => {
-          for (const b of buttons) b.setAttribute("aria-pressed", String(b === buttons[PERIODS.indexOf(p)]));
-          if (p.kind === "custom") {
-            custom.hidden = false;
-            from.focus();
-          } else {
-            custom.hidden = true;
-            onChange({ kind: p.kind });
-          }
+        onclick: (ev) => {
+          selected = p.kind;
+          for (const b of buttons) b.setAttribute("aria-pressed", String(b === ev.currentTarget));
+          custom.hidden = p.kind !== "custom";
+          if (p.kind === "custom") from.focus();
+          else onChange({ kind: p.kind });
         },
       },
       p.label,
     ),
   );
-  apply.addEventListener("click", () => {
-    if (!from.value || !to.value) return;
-    onChange({ kind: "custom", from: isoZ(new Date(from.value)), to: isoZ(new Date(to.value)) });
-  });
-  return h("span", { class: "toolbar", style: "margin:0" }, h("span", { class: "segmented", role: "group", "aria-label": "Period", testid }, buttons), custom);
+  const el = h("span", { class: "toolbar", style: "margin:0" }, h("span", { class: "segmented", role: "group", "aria-label": "Period", testid }, buttons), custom);
+  el.current = () => (selected === "custom" ? customPeriod() : { kind: selected });
+  return el;
 }
 
 // ---------------------------------------------------------------------------- router
@@ -788,6 +822,7 @@ function onHashChange() {
   if (state.leaveGuard && state.leaveGuard()) {
     if (!window.confirm("This page has unsaved changes. Leave it and discard them?")) {
       history.replaceState(null, "", state.currentHash);
+      if (state.account) $("#account").value = state.account;
       return;
     }
   }
@@ -1108,6 +1143,7 @@ async function pageDataMaps(ctx) {
           h("code", {}, config.primary_key || "?"),
         ),
       ),
+      exportYamlButton(account),
     ),
     general,
     h(
@@ -1292,7 +1328,7 @@ async function pageRules(ctx) {
         h("h1", {}, "Rules"),
         h("div", { class: "sub" }, `${config.rules.length} rule(s). Funnels: instances in progress now, and what happened over the ${periodLabel(period)}.`),
       ),
-      h("span", { class: "toolbar", style: "margin:0" }, h("a", { class: "button", href: `#/${enc(account)}/rule`, testid: "new-rule" }, "+ New rule")),
+      h("span", { class: "toolbar", style: "margin:0" }, exportYamlButton(account), h("a", { class: "button", href: `#/${enc(account)}/rule`, testid: "new-rule" }, "+ New rule")),
     ),
     stats && stats.error ? notice("warn", "Funnel counts are unavailable: ", stats.error.message) : null,
     h(
@@ -1937,18 +1973,12 @@ function backtestCard(account, { rule, dataMaps, onProblems }) {
   const results = h("div", { testid: "backtest-results" });
   const runBtn = h("button", { type: "button", class: "primary", testid: "backtest-run" }, "▶ Test against history");
   const cancelBtn = h("button", { type: "button", hidden: true, testid: "backtest-cancel", onclick: () => controller && controller.abort() }, "Cancel");
-  const picker = periodPicker(
-    period,
-    (p) => {
-      period = p;
-      savePeriod(BACKTEST_PERIOD_KEY, p);
-      if (p.kind === "custom") run();
-    },
-    "backtest-period",
-  );
+  const picker = periodPicker(period, (p) => savePeriod(BACKTEST_PERIOD_KEY, p), "backtest-period", { apply: false });
 
   async function run() {
     if (controller) return;
+    period = picker.current();
+    savePeriod(BACKTEST_PERIOD_KEY, period);
     const edited = { ...rule(), enabled: true };
     const range = periodRange(period);
     const body = { data_maps: dataMaps(), rules: [edited], from: isoZ(range.from), to: isoZ(range.to) };
@@ -1993,7 +2023,7 @@ function backtestCard(account, { rule, dataMaps, onProblems }) {
       h("b", {}, "as edited, before saving"),
       " (with the current data maps) over the events of the input topic in the chosen period, on fresh isolated state: who would have been triggered, when, and how many were excluded or expired. ",
       h("b", {}, "Nothing is sent to Emarsys"),
-      " and the live state is untouched.",
+      " and the live state is untouched. A disabled rule is tested as if enabled.",
     ),
     h("div", { class: "toolbar" }, picker, runBtn, cancelBtn),
     status,
@@ -2102,14 +2132,8 @@ function renderBacktest(res, rule, range, ms) {
       class: "small",
       testid: "backtest-download",
       onclick: () => {
-        const blob = new Blob([lines.map((l) => JSON.stringify(l)).join("\n") + "\n"], { type: "application/x-ndjson" });
-        const a = h("a", { href: URL.createObjectURL(blob), download: `replay-${rule.name.replace(/[^\w.-]+/g, "_") || "rule"}.jsonl` });
-        document.body.append(a);
-        a.click();
-        setTimeout(() => {
-          URL.revokeObjectURL(a.href);
-          a.remove();
-        }, 1000);
+        const text = lines.map((l) => JSON.stringify(l)).join("\n") + "\n";
+        saveFile(`replay-${rule.name.replace(/[^\w.-]+/g, "_") || "rule"}.jsonl`, text, "application/x-ndjson");
       },
     },
     "Download JSON lines",
