@@ -67,7 +67,9 @@ def _faust_settings() -> dict[str, Any]:
         "value_serializer": "raw",
         "consumer_auto_offset_reset": "earliest",
         "web_port": 6066,
-        "web_host": "127.0.0.1",
+        # The host other workers use to reach this one (Faust's routing): --web-host, or
+        # EMD_WEB_HOST where a command line cannot carry it (a pod IP in Kubernetes).
+        "web_host": os.environ.get("EMD_WEB_HOST", "127.0.0.1"),
         "web_in_thread": False,
         "producer_linger": 0.005,
         "table_standby_replicas": 0,
