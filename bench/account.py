@@ -73,8 +73,37 @@ EXAMPLE_RULE: dict[str, Any] = {
 }
 
 
-def account_dict(emarsys: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The account section of a config (``emarsys`` defaults to an unused placeholder)."""
+def filler_rules(n: int) -> list[dict[str, Any]]:
+    """``n`` rules shaped like the example, starting on events the synthetic stream never
+    sends: the pipeline runs with 100 rules configured, and the rule index keeps the ones
+    an event cannot match from costing anything (``bench.core`` measures matching ones)."""
+    return [
+        {
+            "name": f"bench rule {r:03d}",
+            "lifetime": "48h",
+            "conditions": [
+                {
+                    "sequence": 0,
+                    "type": "start",
+                    "on": "track",
+                    "match": f'ecom_event = "Bench Event {r % 10}" and ecom_revenue >= {r}',
+                },
+                {
+                    "sequence": 0,
+                    "type": "exclude",
+                    "on": "track",
+                    "match": 'ecom_event = "Order Completed"',
+                },
+                {"sequence": 1, "type": "exit", "wait": "1h", "trigger": 1234},
+            ],
+        }
+        for r in range(n)
+    ]
+
+
+def account_dict(emarsys: dict[str, Any] | None = None, rules: int = 100) -> dict[str, Any]:
+    """The account section of a config (``emarsys`` defaults to an unused placeholder);
+    the example rule plus ``rules - 1`` filler rules."""
     return {
         "api_keys": ["bench-key"],
         "primary_key": "context.traits.email",
@@ -85,5 +114,5 @@ def account_dict(emarsys: dict[str, Any] | None = None) -> dict[str, Any]:
             "client_secret": "bench",
         },
         "data_maps": DATA_MAPS,
-        "rules": [EXAMPLE_RULE],
+        "rules": [EXAMPLE_RULE, *filler_rules(max(0, rules - 1))],
     }
