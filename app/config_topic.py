@@ -18,11 +18,12 @@ import time
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 
 from app.config.live import apply_edit
 from app.config.loader import ConfigError
 from app.runtime import Runtime
+from app.topic_reader import consumer_for, read_to_end
 from app.topics import bootstrap_servers
 
 log = logging.getLogger("emd.config")
@@ -67,30 +68,23 @@ class ConfigTopic:
             log.info("applied config version %s of account %s", record.get("version"), key.decode())
 
     async def load(self) -> None:
-        """Read the topic to its end (past the broker's reported end: see recovery_guard)."""
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.servers, enable_auto_commit=False, group_id=None
-        )
+        """Read the topic to its end (past the broker's reported end: see topic_reader)."""
+        consumer = consumer_for(self.runtime.broker_url, "emd-config")
         await consumer.start()
         try:
             tp = TopicPartition(self.topic, 0)
             consumer.assign([tp])
             await consumer.seek_to_beginning(tp)
-            while True:
-                batch = await consumer.getmany(tp, timeout_ms=300)
-                records = batch.get(tp, [])
-                if not records:
-                    break
-                for r in records:
-                    self._consume(r.value, r.key)
-                    self._offset = r.offset + 1
+            await read_to_end(consumer, [tp], self._take)
         finally:
             await consumer.stop()
 
+    def _take(self, record: Any) -> None:
+        self._consume(record.value, record.key)
+        self._offset = record.offset + 1
+
     async def follow(self) -> None:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.servers, enable_auto_commit=False, group_id=None
-        )
+        consumer = consumer_for(self.runtime.broker_url, "emd-config")
         await consumer.start()
         try:
             tp = TopicPartition(self.topic, 0)
@@ -99,8 +93,7 @@ class ConfigTopic:
             while True:
                 batch = await consumer.getmany(tp, timeout_ms=500)
                 for r in batch.get(tp, []):
-                    self._consume(r.value, r.key)
-                    self._offset = r.offset + 1
+                    self._take(r)
         finally:
             await consumer.stop()
 

@@ -63,14 +63,9 @@ def file_source(path: str) -> Source:
 
 
 def _iso_seconds(text: str | None) -> float | None:
-    if not text:
-        return None
-    from datetime import UTC, datetime
+    from app.segment.model import parse_iso_utc
 
-    dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.timestamp()
+    return parse_iso_utc(text).timestamp() if text else None
 
 
 def topic_source(ns: argparse.Namespace, config: Any) -> Source:

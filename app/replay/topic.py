@@ -15,13 +15,12 @@ from __future__ import annotations
 import asyncio
 import heapq
 from collections.abc import Iterator
-from datetime import datetime
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from app.topics import bootstrap_servers
+from app.segment.model import parse_iso_utc
+from app.topic_reader import consumer_for, partitions, read_to_end
 
 ACCOUNT_HEADER = "emd-account"
 _TIME_FIELDS = ("timestamp", "originalTimestamp", "sentAt", "receivedAt")
@@ -38,7 +37,7 @@ def event_time(value: bytes, fallback: float) -> float:
             text = obj.get(name)
             if isinstance(text, str):
                 try:
-                    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+                    return parse_iso_utc(text).timestamp()
                 except ValueError:
                     continue
     return fallback
@@ -54,38 +53,22 @@ def _account(headers: Any) -> str | None:
 async def read_partitions(
     broker_url: str, topic: str
 ) -> dict[int, list[tuple[float, bytes, str | None]]]:
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers(broker_url),
-        enable_auto_commit=False,
-        group_id=None,
-        client_id="emd-replay",
-    )
+    consumer = consumer_for(broker_url, "emd-replay")
     await consumer.start()
     try:
-        parts = consumer.partitions_for_topic(topic)
-        if not parts:
-            await consumer._client.force_metadata_update()
-            parts = consumer.partitions_for_topic(topic)
-        if not parts:
+        tps = await partitions(consumer, topic)
+        if not tps:
             raise LookupError(f"topic {topic!r} does not exist on {broker_url}")
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        out: dict[int, list[tuple[float, bytes, str | None]]] = {p: [] for p in parts}
-        while True:
-            batch = await consumer.getmany(timeout_ms=500, max_records=5000)
-            records = [r for recs in batch.values() for r in recs]
-            if not records:
-                positions = [await consumer.position(tp) for tp in tps]
-                if all(pos >= ends[tp] for pos, tp in zip(positions, tps, strict=True)):
-                    break  # at (or past) every reported end and a fetch came back empty
-                continue
-            for r in records:
-                if r.value is None:
-                    continue
+        out: dict[int, list[tuple[float, bytes, str | None]]] = {tp.partition: [] for tp in tps}
+
+        def keep(r: Any) -> None:
+            if r.value is not None:
                 ts = event_time(r.value, r.timestamp / 1000.0)
                 out[r.partition].append((ts, r.value, _account(r.headers)))
+
+        await read_to_end(consumer, tps, keep, fetch_ms=500)
         return out
     finally:
         await consumer.stop()

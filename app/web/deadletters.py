@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from app import keys
 from app.identity import routing_id
 from app.runtime import Runtime
-from app.topics import bootstrap_servers
+from app.topic_reader import consumer_for, partitions, read_to_end
 from app.web.admin import guard, read_json
 
 MAX_LIMIT = 1000
@@ -36,20 +36,14 @@ class DeadLetterApi:
         ]
 
     async def _consumer(self) -> AIOKafkaConsumer:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap_servers(self.runtime.broker_url),
-            enable_auto_commit=False,
-            group_id=None,
-            client_id="emd-dead-letters",
-        )
+        consumer = consumer_for(self.runtime.broker_url, "emd-dead-letters")
         await consumer.start()
         return consumer
 
     async def read_recent(self, account: str, per_partition: int) -> list[dict[str, Any]]:
         consumer = await self._consumer()
         try:
-            parts = consumer.partitions_for_topic(self.topic) or set()
-            tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
+            tps = await partitions(consumer, self.topic)
             if not tps:
                 return []
             consumer.assign(tps)
@@ -58,24 +52,16 @@ class DeadLetterApi:
             for tp in tps:
                 consumer.seek(tp, max(begins[tp], ends[tp] - per_partition))
             out: list[dict[str, Any]] = []
-            while True:
-                batch = await consumer.getmany(timeout_ms=300, max_records=5000)
-                records = [r for recs in batch.values() for r in recs]
-                if not records:
-                    # A fresh consumer's first fetches can come back empty: stop only at
-                    # (or past: the broker under-reports) every partition's end.
-                    positions = [await consumer.position(tp) for tp in tps]
-                    if all(p >= ends[tp] for p, tp in zip(positions, tps, strict=True)):
-                        break
-                    continue
-                for r in records:
-                    try:
-                        value = orjson.loads(r.value)
-                    except orjson.JSONDecodeError:
-                        continue
-                    if value.get("account") != account:
-                        continue
+
+            def keep(r: Any) -> None:
+                try:
+                    value = orjson.loads(r.value)
+                except orjson.JSONDecodeError:
+                    return
+                if isinstance(value, dict) and value.get("account") == account:
                     out.append({"id": f"{r.partition}:{r.offset}", **value})
+
+            await read_to_end(consumer, tps, keep)
             out.sort(key=lambda d: d.get("ts", 0), reverse=True)
             return out
         finally:

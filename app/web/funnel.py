@@ -16,6 +16,7 @@ from aiohttp import web
 from app import keys
 from app.envelope import loads
 from app.runtime import Runtime
+from app.segment.model import parse_iso_utc
 from app.web.admin import guard
 from app.web.cluster import gather
 
@@ -27,12 +28,8 @@ def _iso(ts: float) -> str:
 
 
 def _parse(text: str | None, default: float) -> float:
-    if not text:
-        return default
-    dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.timestamp()
+    """An ISO 8601 query parameter as unix seconds (naive = UTC); ValueError when bad."""
+    return parse_iso_utc(text).timestamp() if text else default
 
 
 class FunnelApi:

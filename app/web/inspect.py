@@ -17,7 +17,7 @@ from yarl import URL
 from app import keys
 from app.envelope import loads
 from app.runtime import Runtime
-from app.web.auth import admin_ok
+from app.web.admin import guard
 
 
 def _iso(ts: float | None) -> str | None:
@@ -44,11 +44,7 @@ class Inspect:
 
     def _check(self, request: web.Request) -> tuple[str, web.Response | None]:
         account = request.match_info["account"]
-        if not admin_ok(request, self.runtime.settings.admin_token):
-            return account, web.json_response({"message": "admin token required"}, status=401)
-        if self.runtime.accounts.get(account) is None:
-            return account, web.json_response({"message": "no such account"}, status=404)
-        return account, None
+        return account, guard(self.runtime, request, account)
 
     def _owner(self, table: str, key: bytes) -> URL | None:
         """The owner's base URL, or None when it is this worker (or unknown yet)."""
