@@ -9,7 +9,6 @@ person agent keyed by its person.
 from __future__ import annotations
 
 import time
-from collections import defaultdict, deque
 from typing import Any
 
 import orjson
@@ -25,54 +24,6 @@ from tables import dedupe, links
 ACCOUNT_HEADER = "emd-account"
 #: links value of an anonymous visitor that has a person of its own but no userId yet
 MARKER = b""
-
-
-class DedupeExpiry:
-    """Deletes dedupe entries older than the window, per partition, oldest first.
-
-    Entries are queued as they are written; after a restart or rebalance the queue of a
-    partition is rebuilt from the table the first time that partition is seen.
-    """
-
-    def __init__(self) -> None:
-        self.queues: dict[int, deque[tuple[float, bytes]]] = defaultdict(deque)
-        self.ready: set[int] = set()
-
-    def reset(self) -> None:
-        self.queues.clear()
-        self.ready.clear()
-
-    def ensure(self, partition: int) -> None:
-        if partition in self.ready:
-            return
-        found: dict[int, list[tuple[float, bytes]]] = defaultdict(list)
-        for key, value in dedupe.items():
-            ts, _, part = value.partition(b" ")
-            try:
-                found[int(part)].append((float(ts), key))
-            except ValueError:
-                continue
-        for part, entries in found.items():
-            if part not in self.ready:
-                entries.sort()
-                self.queues[part] = deque(entries)
-        self.ready.add(partition)
-        self.ready.update(found)
-
-    def expire(self, partition: int, now: float, window: float, budget: int = 50) -> None:
-        q = self.queues[partition]
-        while q and budget and q[0][0] < now - window:
-            _, key = q.popleft()
-            budget -= 1
-            dedupe.pop(key, None)
-
-
-EXPIRY = DedupeExpiry()
-
-
-@app.on_partitions_revoked.connect  # type: ignore[arg-type]
-async def _on_revoked(sender: Any, *args: Any, **kwargs: Any) -> None:
-    EXPIRY.reset()
 
 
 @app.agent(input_topic, name="link")
@@ -142,17 +93,13 @@ async def handle(event: Any) -> None:
             key=expected, value=dumps(msg.data), headers={ACCOUNT_HEADER: account.encode()}
         )
         return
-    partition = event.message.partition
     now = time.time()
-    EXPIRY.ensure(partition)
     dkey = keys.key(account, keys.dedupe_id(msg.message_id))
     seen = dedupe.get(dkey)
-    if seen is not None and now - float(seen.partition(b" ")[0]) < CONFIG.dedupe_window:
+    if seen is not None and now - float(seen) < CONFIG.dedupe_window:
         metrics.inc("emd_events_deduped_total", account=account)
         return
-    dedupe[dkey] = f"{now:.3f} {partition}".encode()
-    EXPIRY.queues[partition].append((now, dkey))
-    EXPIRY.expire(partition, now, CONFIG.dedupe_window)
+    dedupe[dkey] = f"{now:.3f}".encode()
 
     def lookup(ident: str) -> str | None:
         value = links.get(keys.key(account, ident))

@@ -110,12 +110,19 @@ class EmdApp(faust.App):
         for table in self.tables.values():
             topics[table.changelog_topic.get_topic_name()] = n
         topics[CONFIG_TOPIC] = 1
+        retention_ms = str(int(CONFIG.dedupe_window * 2 * 1000))
         await ensure_topics(
             RUNTIME.broker_url,
             topics,
             replication=CONFIG.replication_factor,
             compacted={t.changelog_topic.get_topic_name() for t in self.tables.values()}
             | {CONFIG_TOPIC},
+            configs={
+                self.tables["dedupe"].changelog_topic.get_topic_name(): {
+                    "cleanup.policy": "compact,delete",
+                    "retention.ms": retention_ms,
+                }
+            },
         )
         # Console edits win over the file: apply them before any event is processed.
         await LIVE_CONFIG.load()

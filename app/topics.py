@@ -36,7 +36,10 @@ async def ensure_topics(
     topics: dict[str, int],
     replication: int = 1,
     compacted: frozenset[str] | set[str] = frozenset(),
+    configs: dict[str, dict[str, str]] | None = None,
 ) -> None:
+    """Create the missing ones; ``configs`` are topic configs by name (else compacted
+    topics get ``cleanup.policy=compact``)."""
     admin = AIOKafkaAdminClient(
         bootstrap_servers=bootstrap_servers(broker_url), client_id="emd-admin"
     )
@@ -48,7 +51,8 @@ async def ensure_topics(
                 name=name,
                 num_partitions=partitions,
                 replication_factor=replication,
-                topic_configs={"cleanup.policy": "compact"} if name in compacted else {},
+                topic_configs=(configs or {}).get(name)
+                or ({"cleanup.policy": "compact"} if name in compacted else {}),
             )
             for name, partitions in topics.items()
             if name not in existing

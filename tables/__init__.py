@@ -24,21 +24,29 @@ ROCKSDB_OPTIONS: dict[str, Any] = {
 }
 
 
-def raw_table(name: str, help_: str):
+def raw_table(name: str, help_: str, **options: Any):
     return app.Table(
         name,
         key_type=bytes,
         value_type=bytes,
         partitions=CONFIG.partitions,
-        options=ROCKSDB_OPTIONS,
+        options={**ROCKSDB_OPTIONS, **options},
         help=help_,
     )
+
+
+#: Dedupe entries live at least ``dedupe_window`` and are then forgotten without a
+#: delete per entry: RocksDB drops them locally after the TTL (at compaction), and their
+#: changelog topic is created with ``cleanup.policy=compact,delete`` and a retention of
+#: twice the window (``app.faust_app``), so Kafka drops them too. Lookups still compare
+#: the stored time with the window, so an entry kept longer never dedupes too much.
+DEDUPE_TTL = int(CONFIG.dedupe_window * 2)
 
 
 #: anonymousId (or aliased previousId) -> userId; written by the link agent.
 links = raw_table("links", "identity links: routing id -> userId")
 #: messageId -> first-seen unix time; Segment delivers at least once.
-dedupe = raw_table("dedupe", "messageIds seen in the dedupe window")
+dedupe = raw_table("dedupe", "messageIds seen in the dedupe window", ttl=DEDUPE_TTL)
 #: person -> the person's record (JSON): identity, data map values, rule state.
 persons = raw_table("persons", "users table: one record per person")
 #: person -> recent Emarsys deliveries (JSON list, bounded).
