@@ -28,7 +28,7 @@ def guard(runtime: Runtime, request: web.Request, account: str | None = None):
 async def read_json(request: web.Request) -> Any:
     try:
         return await request.json()
-    except ValueError as exc:
+    except (ValueError, web.RequestPayloadError) as exc:
         raise web.HTTPBadRequest(
             text=f'{{"message": "malformed JSON: {exc}"}}', content_type="application/json"
         ) from None

@@ -111,6 +111,8 @@ class DeadLetterApi:
             return web.json_response(
                 {"message": "ids: a list of dead-letter ids like '3:1042'"}, status=400
             )
+        if not ids:
+            return web.json_response({"retried": 0, "skipped": []})
         records = await self._fetch(ids)
         retried, skipped, futures = 0, [], []
         for ident in ids:

@@ -4,6 +4,7 @@ Ctrl-C. Run on free ports with a copy of examples/config.yaml pointing at them."
 from __future__ import annotations
 
 import base64
+import os
 import signal
 import subprocess
 import sys
@@ -25,15 +26,29 @@ def test_dev_runs_the_stack_and_stops_cleanly(tmp_path):
     path.write_text(text.replace("127.0.0.1:9797", f"127.0.0.1:{sim_port}"))
     log = tmp_path / "dev.log"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "dev", "--config", str(path),
-         "--broker-port", str(broker_port), "--web-port", str(web_port),
-         "--datadir", str(tmp_path / "data")],
-        cwd=ROOT, stdout=open(log, "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
-        env={**__import__("os").environ, "EMD_ADMIN_TOKEN": "dev-token"},
+        [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "dev",
+            "--config",
+            str(path),
+            "--broker-port",
+            str(broker_port),
+            "--web-port",
+            str(web_port),
+            "--datadir",
+            str(tmp_path / "data"),
+        ],
+        cwd=ROOT,
+        stdout=open(log, "wb"),  # noqa: SIM115 - the process owns it
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "EMD_ADMIN_TOKEN": "dev-token"},
     )
     base = f"http://127.0.0.1:{web_port}"
     key = {"Authorization": "Basic " + base64.b64encode(b"demo-key:").decode()}
     try:
+
         def healthy():
             try:
                 return http("GET", f"{base}/health", timeout=2).status == 200
@@ -43,14 +58,23 @@ def test_dev_runs_the_stack_and_stops_cleanly(tmp_path):
         wait_for(healthy, 90, interval=0.5, what="dev to serve /health")
         banner = log.read_text()
         assert "MEMORY ONLY" in banner and "dev-token" in banner and "demo-key" in banner
-        batch = {"batch": [{"type": "identify", "userId": "d1",
-                            "context": {"traits": {"email": "dev@example.com"}}}]}
+        batch = {
+            "batch": [
+                {
+                    "type": "identify",
+                    "userId": "d1",
+                    "context": {"traits": {"email": "dev@example.com"}},
+                }
+            ]
+        }
         assert http("POST", f"{base}/v1/batch", batch, headers=key).status == 200
         bad_key = {"Authorization": "Basic " + base64.b64encode(b"nope:").decode()}
         assert http("POST", f"{base}/v1/batch", batch, headers=bad_key).status == 401
         assert http("POST", f"{base}/v1/batch", raw=b"{oops", headers=key).status == 400
-        wait_for(lambda: http("GET", f"http://127.0.0.1:{sim_port}/_sim/contacts").json()["count"] == 1,
-                 what="the contact in the simulator dev started")
+        wait_for(
+            lambda: http("GET", f"http://127.0.0.1:{sim_port}/_sim/contacts").json()["count"] == 1,
+            what="the contact in the simulator dev started",
+        )
         assert http("GET", f"{base}/").status == 200
     finally:
         proc.send_signal(signal.SIGINT)
