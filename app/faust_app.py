@@ -82,6 +82,8 @@ def _faust_settings() -> dict[str, Any]:
     if RUNTIME.settings.dev:
         settings.update(_DEV_FAUST)
     settings.update(CONFIG.faust)
+    # Not overridable: these views would serve personal data without authentication.
+    settings.update(web_tables_enabled=False, web_router_enabled=False)
     return settings
 
 
