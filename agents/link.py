@@ -4,6 +4,12 @@ Consumes the input topic, keyed ``account \\x1f routing id`` (anonymousId, else 
 alias: previousId), so an identity link and every lookup of it meet in one partition.
 Messages other tools wrote with another key are re-keyed once. Each event goes on to the
 person agent keyed by its person.
+
+A dedupe entry remembers where its messageId was first read (``partition:offset``). After
+a crash the uncommitted records are read again while the table (local RocksDB, or its
+changelog) may already hold their entries although what they sent never left the
+producer: the same record read again is therefore processed again (downstream is
+idempotent), and only another record with the same messageId is a duplicate.
 """
 
 from __future__ import annotations
@@ -95,11 +101,17 @@ async def handle(event: Any) -> None:
         return
     now = time.time()
     dkey = keys.key(account, keys.dedupe_id(msg.message_id))
+    here = f"{event.message.partition}:{event.message.offset}"
     seen = dedupe.get(dkey)
-    if seen is not None and now - float(seen) < CONFIG.dedupe_window:
-        metrics.inc("emd_events_deduped_total", account=account)
-        return
-    dedupe[dkey] = f"{now:.3f}".encode()
+    if seen is None:
+        dedupe[dkey] = f"{now:.3f} {here}".encode()
+    else:
+        first_seen, _, where = seen.decode().partition(" ")
+        if where != here:  # the same record again is a redelivery after a crash: go on
+            if now - float(first_seen) < CONFIG.dedupe_window:
+                metrics.inc("emd_events_deduped_total", account=account)
+                return
+            dedupe[dkey] = f"{now:.3f} {here}".encode()
 
     def lookup(ident: str) -> str | None:
         value = links.get(keys.key(account, ident))

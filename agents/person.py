@@ -4,6 +4,15 @@ Consumes person-events (``account \\x1f person``). Writes a person's record only
 changed, sends Emarsys effects keyed by contact, and fires rule deadlines when a clock
 tick for its partition arrives (RocksDB tables can only be written inside stream
 iteration, so the clock comes through the stream, one tick per partition per second).
+
+A crash can keep a record's new state (written to RocksDB at once, and maybe to the
+changelog) while the effects sent with it never left the producer; the event read again
+then changes nothing and sends nothing. So what Emarsys has not acknowledged stays in the
+record (fields ``sent`` but not ``acked``; triggers in ``pend`` until their delivery
+report) and is sent again after every restart or rebalance, when the deadline heaps are
+rebuilt (before the first record processed). Emarsys dedupes a trigger sent twice by its
+trigger_id; an upsert is idempotent. After a clean stop nothing is pending; after a
+rebalance, effects still in flight are sent twice.
 """
 
 from __future__ import annotations
@@ -11,6 +20,7 @@ from __future__ import annotations
 import heapq
 import time
 from collections import OrderedDict, defaultdict, deque
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,6 +42,10 @@ from app.person import (
 from tables import deliveries, funnel, persons, pk_index
 
 MAX_DELIVERIES = 50
+#: record key (this agent's bookkeeping): trigger effects not yet reported back by the
+#: sink, by trigger_id, oldest first
+PENDING = "pend"
+MAX_PENDING = 50
 RECENT_EVENTS = 20
 RECENT_PERSONS = 20_000
 
@@ -82,15 +96,19 @@ class Deadlines:
         if due is not None:
             heapq.heappush(self.heaps[partition], (due, key))
 
-    def rebuild(self) -> None:
+    def rebuild(self) -> Iterator[tuple[bytes, dict[str, Any]]]:
+        """Rebuild the heaps from the table, yielding each record on the way (the caller
+        sends again what Emarsys has not acknowledged). Ready once fully consumed."""
         self.heaps.clear()
         for key, value in persons.items():
             try:
-                due = loads(value).get("due")
+                record = loads(value)
             except Exception:
                 continue
+            due = record.get("due")
             if due is not None:
                 self.heaps[partition_of(key)].append((due, key))
+            yield key, record
         for heap in self.heaps.values():
             heapq.heapify(heap)
         self.ready = True
@@ -128,6 +146,43 @@ async def _on_assigned(sender: Any, *args: Any, **kwargs: Any) -> None:
     DEADLINES.reset()
 
 
+def unacked_fields(record: dict[str, Any]) -> dict[str, Any]:
+    """Fields sent to Emarsys whose delivery has not been reported (in flight, or lost)."""
+    acked = record.get("acked") or {}
+    return {f: v for f, v in (record.get("sent") or {}).items() if acked.get(f) != v}
+
+
+async def resend_unacknowledged(key: bytes, record: dict[str, Any]) -> None:
+    """Send again what this person's record says Emarsys has not acknowledged.
+
+    Takes the record as read by ``Deadlines.rebuild``: a table read here would look in
+    the current record's partition only (Faust's RocksDB store reads that partition)."""
+    if "fwd" in record:
+        return
+    account_name, person = keys.split(key)
+    account = RUNTIME.accounts.get(account_name)
+    if account is None:
+        return
+    effects: list[dict[str, Any]] = []
+    fields = unacked_fields(record)
+    if fields and record.get("pk"):
+        fields[str(account.key_field)] = record["pk"]
+        effects.append(
+            {
+                "op": "upsert",
+                "account": account_name,
+                "person": person,
+                "contact": record["pk"],
+                "fields": fields,
+                "at": now_iso(),
+            }
+        )
+    effects += list((record.get(PENDING) or {}).values())
+    for effect in effects:
+        RUNTIME.metrics.inc("emd_effects_resent_total", account=account_name, op=effect["op"])
+        await effects_topic.send(key=keys.key(account_name, effect["contact"]), value=dumps(effect))
+
+
 def load_record(key: bytes) -> dict[str, Any] | None:
     raw = persons.get(key)
     return loads(raw) if raw is not None else None
@@ -148,6 +203,13 @@ async def person_agent(stream):
 
 
 async def handle(event: Any) -> None:
+    if not DEADLINES.ready:
+        # First record since the partitions were (re)assigned: before it makes anything
+        # new, send again what the table says Emarsys has not acknowledged.
+        try:
+            await rebuild()
+        except Exception:  # not this record's fault: go on, try again with the next one
+            log.exception("rebuilding rule deadlines failed")
     msg = loads(event.value)
     kind = msg.get("k")
     partition = event.message.partition
@@ -235,6 +297,14 @@ async def finish(account, person: str, key: bytes, out: Outcome, partition: int)
     record = out.record
     if record is None:
         return
+    triggers = [e for e in out.effects if e["op"] == "trigger"]
+    if triggers:  # kept until the sink reports them (see the module docstring)
+        pending = record.setdefault(PENDING, {})
+        for effect in triggers:
+            pending[effect["trigger_id"]] = effect
+        for oldest in list(pending)[: max(0, len(pending) - MAX_PENDING)]:
+            del pending[oldest]
+        out.changed = True
     if out.changed:
         persons[key] = dumps(record)
         DEADLINES.push(key, record.get("due"), partition)
@@ -329,13 +399,31 @@ async def on_delivery(key: bytes, msg: dict[str, Any]) -> None:
     entry = {k: v for k, v in msg.items() if k not in ("k", "a", "p")}
     await record_delivery(key, entry)
     record = load_record(key)
-    if record is not None and "fwd" not in record and apply_delivery(record, msg):
+    if record is None or "fwd" in record:
+        return
+    changed = apply_delivery(record, msg)
+    pending = record.get(PENDING)
+    if msg.get("op") == "trigger" and pending and msg.get("trigger_id") in pending:
+        del pending[msg["trigger_id"]]  # delivered, or dead-lettered by the sink
+        if not pending:
+            del record[PENDING]
+        changed = True
+    if changed:
         persons[key] = dumps(record)
 
 
+async def rebuild() -> None:
+    """The deadline heaps from the table, and every effect it shows unacknowledged sent
+    again (after a crash some may never have left the producer)."""
+    resent = 0
+    for key, record in DEADLINES.rebuild():
+        if "fwd" not in record and (record.get(PENDING) or unacked_fields(record)):
+            await resend_unacknowledged(key, record)
+            resent += 1
+    log.info("rule deadlines rebuilt; effects of %d person(s) sent again", resent)
+
+
 async def on_tick(partition: int, now: float) -> None:
-    if not DEADLINES.ready:
-        DEADLINES.rebuild()
     for key in DEADLINES.pop_due(partition, now):
         record = load_record(key)
         if record is None or "fwd" in record or record.get("due") is None:

@@ -133,6 +133,11 @@ class EmdApp(faust.App):
 
         install_routes(self, RUNTIME)
 
+    async def on_stop(self) -> None:
+        await END_OFFSETS.stop()
+        await LIVE_CONFIG.stop()
+        await super().on_stop()
+
 
 app = EmdApp(CONFIG.app_id, autodiscover=False, **_faust_settings())
 LIVE_CONFIG = ConfigTopic(RUNTIME, CONFIG_TOPIC)
@@ -151,17 +156,64 @@ dead_letter_topic = app.topic(
 )
 
 
+class _EndOffsets:
+    """End offsets of the partitions the lag gauge reports, listed every few seconds.
+
+    The consumer's own highwater comes from fetch responses, and flow control stops
+    fetching a partition whose buffer is full (the sink while Emarsys is down): the lag
+    would freeze at a few thousand while the backlog grows without bound. A plain
+    ListOffsets from a consumer of our own (no group) keeps it true. (The embedded
+    broker under-reports an end by a record or two after a batch produce; a gauge can
+    live with that.)"""
+
+    def __init__(self) -> None:
+        self.ends: dict[Any, int] = {}
+        self._consumer: Any = None
+
+    async def refresh(self) -> None:
+        from aiokafka import TopicPartition
+
+        from app.topic_reader import consumer_for
+
+        tps = [tp for tp in app.assignor.assigned_actives() if tp.topic in _LAG_TOPICS]
+        if not tps:
+            return
+        if self._consumer is None:
+            consumer = consumer_for(RUNTIME.broker_url, "emd-lag")
+            await consumer.start()
+            self._consumer = consumer
+        listed = await self._consumer.end_offsets(
+            [TopicPartition(t.topic, t.partition) for t in tps]
+        )
+        self.ends = {tp: listed[TopicPartition(tp.topic, tp.partition)] for tp in tps}
+
+    async def stop(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
+
+
+_LAG_TOPICS = (CONFIG.input_topic, PERSON_TOPIC, EFFECTS_TOPIC)
+END_OFFSETS = _EndOffsets()
+
+
+@app.timer(5.0)
+async def _refresh_end_offsets() -> None:
+    try:
+        await END_OFFSETS.refresh()
+    except Exception:  # a gauge: never let it disturb the worker
+        log.debug("listing end offsets failed", exc_info=True)
+
+
 def _consumer_lag() -> dict[tuple[tuple[str, str], ...], float]:
-    """Per topic: the partitions' highwater minus the committed offset, summed."""
+    """Per topic: the partitions' end offset minus the committed offset, summed."""
     lag: dict[tuple[tuple[str, str], ...], float] = {}
     consumer = app.consumer
     committed = getattr(consumer, "_committed_offset", {})
     for tp in app.assignor.assigned_actives():
-        if tp.topic not in (CONFIG.input_topic, PERSON_TOPIC, EFFECTS_TOPIC):
+        if tp.topic not in _LAG_TOPICS:
             continue
-        high = consumer.highwater(tp)
-        if high is None:
-            continue
+        high = max(consumer.highwater(tp) or 0, END_OFFSETS.ends.get(tp, 0))
         done = committed.get(tp) or 0
         key = (("topic", tp.topic),)
         lag[key] = lag.get(key, 0.0) + max(0, high - done)

@@ -200,6 +200,8 @@ class Ingest:
                 reason = f"cannot be encoded as JSON: {exc}"
             if reason is not None:
                 mid = item.get("messageId") if isinstance(item, dict) else None
+                # Echo a messageId only when it is one: the answer must always encode.
+                mid = mid[:200] if isinstance(mid, str) else None
                 rejected.append({"index": index, "messageId": mid, "reason": reason})
                 self._metrics.inc("emd_events_rejected_total", account=account, reason="invalid")
                 try:

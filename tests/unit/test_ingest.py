@@ -767,3 +767,15 @@ def test_arbitrary_json_never_5xx_nor_invalid_published(
     if status != 200:
         assert len(sync_h.sink.published) == start
     assert_valid_published(sync_h.sink)
+
+
+async def test_a_deeply_nested_message_id_does_not_break_the_answer(h: Harness) -> None:
+    """The answer lists rejects with their messageId: only a real (string) one is echoed,
+    or a 1,000-deep object there made the JSON answer itself fail (a 500)."""
+    deep = '{"a":' * 1000 + '"x"' + "}" * 1000  # deeper than orjson writes
+    bad = '{"type": "track", "userId": "u1", "messageId": ' + deep + "}"  # no event name
+    good = orjson.dumps(track(messageId="ok-1")).decode()
+    resp, body = await h.post("/v1/batch", raw=('{"batch": [' + bad + ", " + good + "]}").encode())
+    assert resp.status == 200
+    assert body["rejected"][0]["index"] == 0 and body["rejected"][0]["messageId"] is None
+    assert [orjson.loads(r.value)["messageId"] for r in h.sink.published] == ["ok-1"]
