@@ -38,6 +38,7 @@ from app.person import (
     apply_event,
     apply_merge,
     delete_effect,
+    export_for_merge,
 )
 from tables import deliveries, funnel, persons, pk_index
 
@@ -66,7 +67,11 @@ class RecentEvents:
             self.by_person.popitem(last=False)
 
     def get(self, key: bytes) -> list[dict[str, Any]]:
-        return list(self.by_person.get(key, ()))
+        """Newest first, times as ISO UTC (formatted here, off the per-event path)."""
+        return [
+            {**e, "at": datetime.fromtimestamp(e["at"], UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+            for e in self.by_person.get(key, ())
+        ]
 
 
 RECENT = RecentEvents()
@@ -128,9 +133,6 @@ class Deadlines:
             return True
         heap = self.heaps.get(partition) or []
         return bool(heap) and heap[0][0] <= now
-
-    def size(self) -> int:
-        return sum(len(h) for h in self.heaps.values())
 
 
 DEADLINES = Deadlines()
@@ -269,7 +271,7 @@ async def on_event(account, person: str, key: bytes, msg: dict[str, Any], partit
     RECENT.add(
         key,
         {
-            "at": datetime.fromtimestamp(float(msg["t"]), UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "at": float(msg["t"]),
             "type": message.get("type"),
             "event": message.get("event") or message.get("name"),
             "messageId": msg.get("id"),
@@ -369,11 +371,12 @@ async def on_merge_out(account: str, person: str, key: bytes, into: str) -> None
     record = load_record(key)
     if record is None or "fwd" in record or into == person:
         return  # nothing to hand over, or handed over already (a redelivery)
+    state, tombstone = export_for_merge(record, into)
     await person_topic.send(
         key=keys.key(account, into),
-        value=dumps({"k": "state", "a": account, "p": into, "from": person, "state": record}),
+        value=dumps({"k": "state", "a": account, "p": into, "from": person, "state": state}),
     )
-    persons[key] = dumps({"fwd": into})
+    persons[key] = dumps(tombstone)
     if record.get("pk"):
         await index_pk(account, record["pk"], into)
 

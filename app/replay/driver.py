@@ -73,6 +73,7 @@ from app.person import (
     apply_event,
     apply_merge,
     delete_effect,
+    export_for_merge,
     iso_z,
 )
 from app.segment.model import TIMESTAMP_FIELDS, InvalidMessage, parse_message
@@ -284,7 +285,7 @@ class Replay:
         state = self.persons.get(skey)
         if state is None or "fwd" in state or into == source:
             return []
-        self.persons[skey] = {"fwd": into}
+        state, self.persons[skey] = export_for_merge(state, into)
         try:
             target = self._follow(acct.name, into)
         except _Forwarding:

@@ -41,6 +41,22 @@ const state = {
 
 const $ = (sel, root = document) => root.querySelector(sel);
 
+/** "Revert": drop unsaved edits by re-rendering the current route from the server. */
+function revertButton() {
+  return h(
+    "button",
+    {
+      type: "button",
+      testid: "revert",
+      onclick: () => {
+        state.leaveGuard = null;
+        route();
+      },
+    },
+    "Revert",
+  );
+}
+
 function h(tag, props, ...children) {
   const el = document.createElement(tag);
   let value;
@@ -1111,18 +1127,7 @@ async function pageDataMaps(ctx) {
     },
     "+ Add data map",
   );
-  const revertBtn = h(
-    "button",
-    {
-      type: "button",
-      testid: "revert",
-      onclick: () => {
-        state.leaveGuard = null;
-        route();
-      },
-    },
-    "Revert",
-  );
+  const revertBtn = revertButton();
 
   drawRows();
   state.leaveGuard = isDirty;
@@ -1907,18 +1912,7 @@ async function pageRuleEditor(ctx) {
   }
 
   const saveBtn = h("button", { type: "button", class: "primary", testid: "save-rule", onclick: save }, "Save rule");
-  const revertBtn = h(
-    "button",
-    {
-      type: "button",
-      testid: "revert",
-      onclick: () => {
-        state.leaveGuard = null;
-        route();
-      },
-    },
-    "Revert",
-  );
+  const revertBtn = revertButton();
   const deleteBtn = h("button", { type: "button", class: "danger", testid: "delete-rule", hidden: index < 0, onclick: remove }, "Delete rule");
 
   drawConditions();
