@@ -65,6 +65,7 @@ __all__ = [
     "Filter",
     "FilterError",
     "compile_filter",
+    "event_paths",
     "literal_event_names",
 ]
 
@@ -198,6 +199,27 @@ def compile_filter(text: str, data_maps: Collection[str]) -> Filter:
         _test=_bool_fn(tree),
         _tree=tree,
     )
+
+
+def event_paths(flt: Filter) -> frozenset[tuple[str | int, ...]]:
+    """The JSON paths into the event that ``flt`` reads (not data maps, not ``user.``):
+    what a copy of an event must keep for the filter to decide the same way."""
+    found: set[tuple[str | int, ...]] = set()
+    stack: list[Any] = [flt._tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, _Ref):
+            if node.kind == "event":
+                found.add(node.steps)
+        elif isinstance(node, _Cmp):
+            stack += (node.left, node.right)
+        elif isinstance(node, _In | _Not):
+            stack.append(node.operand)
+        elif isinstance(node, _Call):
+            stack += node.args
+        elif isinstance(node, _And | _Or):
+            stack += node.items
+    return frozenset(found)
 
 
 def literal_event_names(flt: Filter | None, data_maps: Mapping[str, str]) -> frozenset[str] | None:

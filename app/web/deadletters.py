@@ -8,7 +8,6 @@ cannot be retried as such: send an event that carries the key instead.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import orjson
@@ -16,8 +15,10 @@ from aiohttp import web
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from app import keys
+from app.batching.sender import Outbox
 from app.identity import routing_id
 from app.runtime import Runtime
+from app.stages.state import EFFECTS, INPUT, Output
 from app.topic_reader import consumer_for, partitions, read_to_end
 from app.web.admin import guard, read_json
 
@@ -25,9 +26,10 @@ MAX_LIMIT = 1000
 
 
 class DeadLetterApi:
-    def __init__(self, runtime: Runtime, topic: str) -> None:
+    def __init__(self, runtime: Runtime, topic: str, outbox: Outbox) -> None:
         self.runtime = runtime
         self.topic = topic
+        self.outbox = outbox
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -97,8 +99,6 @@ class DeadLetterApi:
         return found
 
     async def retry(self, request: web.Request) -> web.Response:
-        from app.faust_app import effects_topic, input_topic
-
         account = request.match_info["account"]
         denied = guard(self.runtime, request, account)
         if denied:
@@ -114,7 +114,7 @@ class DeadLetterApi:
         if not ids:
             return web.json_response({"retried": 0, "skipped": []})
         records = await self._fetch(ids)
-        retried, skipped, futures = 0, [], []
+        retried, skipped, resend = 0, [], []
         for ident in ids:
             rec = records.get(ident)
             if rec is None or rec.get("account") != account:
@@ -127,17 +127,18 @@ class DeadLetterApi:
                 if rid is None:
                     skipped.append({"id": ident, "reason": "the message has no usable id"})
                     continue
-                futures.append(
-                    await input_topic.send(
-                        key=keys.key(account, rid),
-                        value=orjson.dumps(payload),
+                resend.append(
+                    Output(
+                        INPUT,
+                        keys.key(account, rid),
+                        orjson.dumps(payload),
                         headers={"emd-account": account.encode()},
                     )
                 )
             elif source == "sink" and isinstance(payload, dict) and payload.get("contact"):
-                futures.append(
-                    await effects_topic.send(
-                        key=keys.key(account, str(payload["contact"])), value=orjson.dumps(payload)
+                resend.append(
+                    Output(
+                        EFFECTS, keys.key(account, str(payload["contact"])), orjson.dumps(payload)
                     )
                 )
             else:
@@ -150,5 +151,5 @@ class DeadLetterApi:
                 )
                 continue
             retried += 1
-        await asyncio.gather(*futures)
+        await self.outbox.send(resend)
         return web.json_response({"retried": retried, "skipped": skipped})

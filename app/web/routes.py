@@ -4,23 +4,37 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 
+from app import envelope
+from app.batching.sender import Outbox
 from app.broker import probe_kafka
+from app.config_topic import ConfigTopic
 from app.runtime import Runtime
+from app.stages.state import DEAD, INPUT, Output
+from app.state_reader import StateReader
 from app.topics import bootstrap_servers
 from app.web.ingest import Ingest, Record
 
 log = logging.getLogger("emd.web")
 
 
-def install_routes(app: Any, runtime: Runtime) -> None:
+@dataclass(frozen=True)
+class WebServices:
+    """What the web views may use of the worker, handed over by ``app.faust_app``."""
+
+    outbox: Outbox  # sends to the app's topics, waiting for the broker
+    live_config: ConfigTopic
+    dead_letter_topic: str
+    state: StateReader
+
+
+def install_routes(app: Any, runtime: Runtime, services: WebServices) -> None:
     """Called once per worker before the web server starts."""
-    from agents.common import send_dead_letter
-    from app.faust_app import DEAD_LETTER_TOPIC, LIVE_CONFIG, input_topic
     from app.web import console, openapi
     from app.web.admin import AdminApi
     from app.web.backtest import BacktestApi
@@ -28,29 +42,30 @@ def install_routes(app: Any, runtime: Runtime) -> None:
     from app.web.funnel import FunnelApi
     from app.web.inspect import Inspect
 
+    outbox = services.outbox
+
     async def publish(records: list[Record]) -> None:
-        futures = [
-            await input_topic.send(key=r.key, value=r.value, headers=r.headers) for r in records
-        ]
-        await asyncio.gather(*futures)
+        await outbox.send([Output(INPUT, r.key, r.value, headers=r.headers) for r in records])
 
     async def dead_letter(reason: str, account: str | None, message_id: Any, payload: Any):
-        await send_dead_letter(
+        runtime.metrics.inc("emd_dead_letters_total", source="ingest")
+        value = envelope.dead_letter(
             "ingest",
             reason,
             account=account,
             message_id=message_id if isinstance(message_id, str) else None,
             payload=payload,
         )
+        await outbox.send([Output(DEAD, (account or "").encode(), value)])
 
     ingest = Ingest(lambda: runtime.accounts, publish, dead_letter, runtime.metrics)
-    inspect = Inspect(app, runtime)
+    inspect = Inspect(app, runtime, services.state)
     router = app.web.web_app.router
     router.add_routes(ingest.routes())
     router.add_routes(inspect.routes())
-    router.add_routes(AdminApi(runtime, LIVE_CONFIG).routes())
-    router.add_routes(FunnelApi(app, runtime).routes())
-    router.add_routes(DeadLetterApi(runtime, DEAD_LETTER_TOPIC).routes())
+    router.add_routes(AdminApi(runtime, services.live_config).routes())
+    router.add_routes(FunnelApi(app, runtime, services.state).routes())
+    router.add_routes(DeadLetterApi(runtime, services.dead_letter_topic, outbox).routes())
     router.add_routes(BacktestApi(runtime).routes())
     router.add_routes(openapi.routes())
     router.add_routes(console.routes())
