@@ -55,10 +55,11 @@ class BatchHandler(Protocol):
 class Held:
     """A span handed out and not yet acked: what ``wait_empty`` waits for."""
 
-    __slots__ = ("__weakref__", "acked", "first", "last", "refcount", "tp")
+    __slots__ = ("__weakref__", "acked", "done", "first", "last", "refcount", "tp")
 
     def __init__(self, tp: TP, first: int, last: int) -> None:
         self.tp, self.first, self.last = tp, first, last
+        self.done = False  # processed; acked once every earlier span of tp is
         self.acked = False
         self.refcount = 1  # Faust's wait_empty log line prints it
 
@@ -73,32 +74,46 @@ class BatchConsumer(driver.Consumer):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self._held: dict[tuple[TP, int], Held] = {}
+        self._held: dict[TP, list[Held]] = {}  # spans in flight per partition, in order
 
     # ------------------------------------------------------------------ acks
 
     def hold(self, tp: TP, first: int, last: int) -> Held:
         """Mark ``first..last`` of ``tp`` handed out (``wait_empty`` waits for it)."""
         held = Held(tp, first, last)
-        self._held[(tp, first)] = held
+        self._held.setdefault(tp, []).append(held)
         self._unacked_messages.add(held)  # type: ignore[arg-type]
         return held
 
     def release(self, held: Held) -> None:
-        """Forget a span without acking it (it will be read again after the rebalance)."""
-        self._held.pop((held.tp, held.first), None)
-        self._unacked_messages.discard(held)  # type: ignore[arg-type]
-        held.acked = True  # nothing waits for it any more
+        """Forget a span without acking it, and the partition's later spans with it:
+        they will be read again after the rebalance (acking a later span would commit
+        past this one's records)."""
+        spans = self._held.get(held.tp, [])
+        doomed = [h for h in spans if h.first >= held.first] if held in spans else [held]
+        for h in doomed:
+            self._forget(h)
+            h.acked = True  # nothing waits for it any more
         self._notify_ack()
 
     def ack_span(self, held: Held) -> None:
         """Everything in ``held`` is processed: ack it as Faust acks messages one by one,
-        so the next commit includes it. A span of a partition revoked meanwhile is
-        dropped (its records belong to the new owner now)."""
+        so the next commit includes it. Spans are committed in offset order: one acked
+        while an earlier span of its partition is in flight waits for it (Faust's
+        ``_new_offset`` alone would commit past a head it has not seen acked). A span of a
+        partition revoked meanwhile is dropped (its records belong to the new owner)."""
+        spans = self._held.get(held.tp)
+        if not spans or held not in spans:
+            return  # released already
+        held.done = True
+        while spans and spans[0].done:
+            self._ack_offsets(spans[0])
+        self._notify_ack()
+
+    def _ack_offsets(self, held: Held) -> None:
         tp = held.tp
+        self._forget(held)
         with ack_lock:
-            self._held.pop((tp, held.first), None)
-            self._unacked_messages.discard(held)  # type: ignore[arg-type]
             if held.acked:
                 return
             held.acked = True
@@ -106,13 +121,19 @@ class BatchConsumer(driver.Consumer):
                 committed = self._committed_offset[tp]
                 start = held.first if committed is None else max(held.first, committed)
                 if start <= held.last:
-                    offsets = range(start, held.last + 1)
                     index = self._acked_index[tp]
-                    fresh = [o for o in offsets if o not in index]
+                    fresh = [o for o in range(start, held.last + 1) if o not in index]
                     index.update(fresh)
                     self._acked[tp].extend(fresh)
                     self._n_acked += len(fresh)
-        self._notify_ack()
+
+    def _forget(self, held: Held) -> None:
+        spans = self._held.get(held.tp)
+        if spans is not None and held in spans:
+            spans.remove(held)
+            if not spans:
+                del self._held[held.tp]
+        self._unacked_messages.discard(held)  # type: ignore[arg-type]
 
     def _notify_ack(self) -> None:
         waiter = self._waiting_for_ack

@@ -244,6 +244,7 @@ class PersonStage:
     def _delivery(self, batch: _Batch, key: bytes, msg: dict[str, Any]) -> None:
         items = msg.get("items")
         entries = items if isinstance(items, list) else [msg]
+        self.metrics.inc("emd_deliveries_reported_total", len(entries))
         for raw_entry in entries:
             entry = {k: v for k, v in raw_entry.items() if k not in ("k", "a", "p")}
             self._log_delivery(batch, key, entry)
