@@ -1,10 +1,11 @@
 """A tiny stand-in for the worker's console API, for fast browser tests of every page.
 
-It serves ``app/web/static`` at ``/`` and ``/static/*`` and answers each JSON endpoint of
-the console's contract with canned, deterministic data (config edits are kept in memory
-and validated by a small checker that speaks the real messages' shape, e.g.
-``rules[0].conditions[0].match: column 1: unknown data map 'cart'``). Run it by hand to
-look at the console without a broker::
+It serves ``app/web/static`` at ``/`` and ``/static/*`` with the worker's own routes
+(``app.web.console``) and answers each JSON endpoint of the console's contract with
+canned, deterministic data (config edits are kept in memory and validated by a small
+checker that speaks the real messages' shape, e.g. ``rules[0].conditions[0].match:
+column 1: unknown data map 'cart'``). Run it by hand to look at the console without a
+broker::
 
     .venv/bin/python -m tests.browser.fake_api --port 8099    # token: fake-token
 """
@@ -22,6 +23,8 @@ from typing import Any
 
 import yaml
 from aiohttp import web
+
+from app.web import console
 
 STATIC = Path(__file__).resolve().parents[2] / "app" / "web" / "static"
 TOKEN = "fake-token"
@@ -520,10 +523,6 @@ def make_app(state: FakeState, token: str = TOKEN) -> web.Application:
 
     routes = web.RouteTableDef()
 
-    @routes.get("/")
-    async def index(request: web.Request) -> web.StreamResponse:
-        return web.FileResponse(STATIC / "index.html")
-
     @routes.get("/health")
     async def health(request: web.Request) -> web.Response:
         return web.json_response(
@@ -636,7 +635,7 @@ def make_app(state: FakeState, token: str = TOKEN) -> web.Application:
 
     app = web.Application(middlewares=[auth])
     app.add_routes(routes)
-    app.router.add_static("/static", STATIC)
+    app.add_routes(console.routes(STATIC))  # the worker's own static serving
     return app
 
 
