@@ -10,6 +10,7 @@ import aiohttp
 from aiohttp import web
 
 from app.broker import probe_kafka
+from app.emarsys.client import EmarsysClient
 from app.runtime import Runtime
 from app.topics import bootstrap_servers
 from app.web.ingest import Ingest, Record
@@ -24,6 +25,7 @@ def install_routes(app: Any, runtime: Runtime) -> None:
     from app.web import console, openapi
     from app.web.admin import AdminApi
     from app.web.backtest import BacktestApi
+    from app.web.catalog import CatalogApi
     from app.web.deadletters import DeadLetterApi
     from app.web.funnel import FunnelApi
     from app.web.inspect import Inspect
@@ -52,6 +54,9 @@ def install_routes(app: Any, runtime: Runtime) -> None:
     router.add_routes(FunnelApi(app, runtime).routes())
     router.add_routes(DeadLetterApi(runtime, DEAD_LETTER_TOPIC).routes())
     router.add_routes(BacktestApi(runtime).routes())
+    catalog = CatalogApi(runtime, EmarsysClient)
+    router.add_routes(catalog.routes())
+    app.web.web_app.on_cleanup.append(catalog.on_cleanup)
     router.add_routes(openapi.routes())
     router.add_routes(console.routes())
     router.add_get("/health", _health(app, runtime))
