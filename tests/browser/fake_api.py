@@ -43,6 +43,27 @@ KEYWORDS = {"and", "or", "not", "in", "true", "false", "null", "contains", "matc
 TOKEN_RE = re.compile(r'"(?:[^"\\]|\\.)*"|[A-Za-z_][\w]*(?:(?:\.[A-Za-z_]\w*)|\[\d+\])*|\S')
 
 
+CATALOG: dict[str, list[dict[str, Any]]] = {
+    "fields": [
+        {"id": 1, "name": "First Name", "type": "shorttext"},
+        {"id": 2, "name": "Last Name", "type": "shorttext"},
+        {"id": 3, "name": "E-Mail", "type": "longtext"},
+        {"id": 31, "name": "Opt-In", "type": "singlechoice"},
+        {"id": 4711, "name": "Loyalty tier", "type": "shorttext"},
+        {"id": 4712, "name": "Lifetime value", "type": "numeric"},
+    ],
+    "events": [
+        {"id": 1234, "name": "segment.com test event"},
+        {"id": 1301, "name": "Cart abandoned"},
+        {"id": 1302, "name": "Welcome series"},
+    ],
+    "lists": [
+        {"id": 750504658, "name": "Newsletter subscribers"},
+        {"id": 750504659, "name": "VIP customers"},
+    ],
+}
+
+
 def iso(dt: datetime) -> str:
     return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -281,6 +302,7 @@ class FakeState:
         self.configs = {"demo": initial_config(), "shop": {**initial_config(), "rules": []}}
         self.versions = {"demo": 3, "shop": 1}
         self.requests: list[tuple[str, str, Any]] = []
+        self.catalog_down = False  # the account's Emarsys unreachable: catalog routes 502
         self.dead_letters = [
             {
                 "id": f"3:{1040 + i}",
@@ -620,6 +642,18 @@ def make_app(state: FakeState, token: str = TOKEN) -> web.Application:
             else:
                 retried += 1
         return web.json_response({"retried": retried, "skipped": skipped})
+
+    @routes.get("/api/accounts/{account}/emarsys/{kind}")
+    async def catalog(request: web.Request) -> web.Response:
+        kind = request.match_info["kind"]
+        if kind not in CATALOG:
+            return web.json_response({"message": "not found"}, status=404)
+        if state.catalog_down:
+            message = "cannot reach Emarsys (GET /event): connection error (ClientConnectorError)"
+            return web.json_response({"message": message}, status=502)
+        return web.json_response(
+            {"account": request.match_info["account"], kind: CATALOG[kind], "cached": False}
+        )
 
     @routes.post("/api/accounts/{account}/replay")
     async def replay(request: web.Request) -> web.Response:

@@ -1,6 +1,7 @@
 // The data maps page: edit, validate as you type, save, export YAML.
 
 import { api, apiPath, errorNotice, exportYamlButton, loadConfig } from "../lib/api.js";
+import { catalogPicker } from "../lib/catalog.js";
 import { enc, fill, h, intOrRaw, notice, toast } from "../lib/dom.js";
 import { revertButton, state } from "../lib/nav.js";
 import { ProblemRegistry, fieldError, makeValidator } from "../lib/problems.js";
@@ -74,10 +75,10 @@ export async function pageDataMaps(ctx) {
     validator.schedule();
   };
 
-  const cellWith = (loc, input, extra) => {
+  const cellWith = (loc, input, extra, shown = input) => {
     const msg = fieldError(loc);
     reg.add(loc, input, msg);
-    return h("td", {}, input, extra, msg);
+    return h("td", {}, shown, extra, msg);
   };
 
   function choicesEditor(r, loc) {
@@ -181,6 +182,7 @@ export async function pageDataMaps(ctx) {
       DATA_TYPES.map((t) => h("option", { value: t }, t)),
     );
     type.value = r.type;
+    const field = text("field", { "aria-label": `Emarsys field of data map ${i + 1}`, placeholder: "search or id", size: 10 });
     const rowMsg = fieldError(loc);
     reg.add(loc, null, rowMsg);
     return h(
@@ -189,7 +191,7 @@ export async function pageDataMaps(ctx) {
       cellWith(`${loc}.name`, text("name", { "aria-label": `Name of data map ${i + 1}`, class: "mono", placeholder: "e.g. coupon" }), rowMsg),
       cellWith(`${loc}.path`, text("path", { "aria-label": `JSON path of data map ${i + 1}`, class: "mono", placeholder: "properties.coupon" })),
       cellWith(`${loc}.type`, type),
-      cellWith(`${loc}.field`, text("field", { "aria-label": `Emarsys field of data map ${i + 1}`, inputmode: "numeric", placeholder: "—", size: 6 })),
+      cellWith(`${loc}.field`, field, null, catalogPicker(field, { account, kind: "fields", testid: "dm-field-picker" })),
       cellWith(`${loc}.max_length`, text("max_length", { "aria-label": `Max length of data map ${i + 1}`, inputmode: "numeric", placeholder: "—", size: 6 })),
       r.type === "choice" ? choicesEditor(r, loc) : h("td", { class: "muted" }, "—"),
       h(

@@ -2,6 +2,7 @@
 
 import { api, apiPath, errorNotice, loadConfig } from "../lib/api.js";
 import { backtestCard } from "../lib/backtest.js";
+import { catalogPicker } from "../lib/catalog.js";
 import { clone, enc, fill, h, intOrRaw, notice, toast } from "../lib/dom.js";
 import { multiSelect } from "../lib/multiselect.js";
 import { go, revertButton, setHashQuietly, state } from "../lib/nav.js";
@@ -218,10 +219,10 @@ export async function pageRuleEditor(ctx) {
 
   function condRow(c, i) {
     const loc = `conditions[${i}]`;
-    const cell = (key, input) => {
+    const cell = (key, input, shown = input) => {
       const msg = fieldError(`${loc}.${key}`);
       reg.add(`${loc}.${key}`, input, msg);
-      return h("td", {}, input, msg);
+      return h("td", {}, shown, msg);
     };
     const text = (key, attrs) =>
       h("input", {
@@ -256,9 +257,11 @@ export async function pageRuleEditor(ctx) {
       disabled: c.type !== "exit",
       size: 12,
     });
+    const triggerPicker = catalogPicker(trigger, { account, kind: "events", testid: "cond-trigger-picker" });
     const type = select("type", COND_TYPES, { "aria-label": `Type of condition ${i + 1}` }, () => {
       trigger.disabled = c.type !== "exit";
       trigger.placeholder = c.type === "exit" ? "external event id or name" : "exit only";
+      triggerPicker.refresh();
     });
     const moveBtn = (dir, label, glyph) =>
       h(
@@ -306,7 +309,7 @@ export async function pageRuleEditor(ctx) {
         "variables",
         multiSelect(dmNames(), c.variables, changed, { testid: "cond-variables", label: `Variables of condition ${i + 1}` }),
       ),
-      cell("trigger", trigger),
+      cell("trigger", trigger, triggerPicker),
       h(
         "td",
         { class: "tight" },
