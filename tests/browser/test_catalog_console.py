@@ -1,6 +1,7 @@
 """The catalog pickers on a real worker whose account talks to the Emarsys simulator:
 pick an Emarsys field by name in the data-map editor and an external event by name in
-the rule editor, save, and find the ids in the live config."""
+the rule editor, save, and find the ids in the live config. On the way, a Segment-style
+field name (with a dash) in the matching criteria, checked by the worker's own parser."""
 
 from __future__ import annotations
 
@@ -58,6 +59,13 @@ def test_pick_a_field_and_an_event_by_name(page, worker):
 
     # -- the rule editor: the exit's external event, chosen by name
     page.goto(worker.url + f"/#/acme/rule/{RULE}")
+    match = page.locator(tid("cond-row")).nth(0).locator(tid("cond-match"))
+    match.fill('order-id = "o-1"')  # a bare name is a data map: there is none
+    error = page.locator(f"{tid('field-error')}[data-location='conditions[0].match']")
+    expect(error).to_contain_text("column 1: unknown data map 'order-id'")
+    expect(error.locator(f"{tid('match-caret')} mark")).to_have_text("order-id")
+    match.fill(r'traits.order-id != null and traits.first\ name = "Ann"')
+    expect(error).to_be_empty()
     exit_row = page.locator(tid("cond-row")).nth(1)
     trigger = exit_row.locator(tid("cond-trigger"))
     expect(exit_row.locator(tid("catalog-note"))).to_have_text("segment.com test event")
@@ -72,4 +80,6 @@ def test_pick_a_field_and_an_event_by_name(page, worker):
     config = http("GET", f"{worker.url}/api/accounts/acme/config", headers=admin()).json()
     ltv = next(d for d in config["config"]["data_maps"] if d["name"] == "ltv")
     assert ltv["field"] == 4712
-    assert config["config"]["rules"][0]["conditions"][1]["trigger"] == 1302
+    conditions = config["config"]["rules"][0]["conditions"]
+    assert conditions[1]["trigger"] == 1302
+    assert conditions[0]["match"] == r'traits.order-id != null and traits.first\ name = "Ann"'

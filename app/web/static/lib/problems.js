@@ -16,7 +16,12 @@ function parentLocation(loc) {
 function caretView(text, column) {
   const i = Math.min(Math.max(0, column - 1), text.length);
   let j = i + 1;
-  if (/[\w.]/.test(text[i] || "")) while (j < text.length && /[\w.[\]]/.test(text[j])) j++;
+  // A name as FQL reads it: dashes, [N] indexes and backslash escapes (first\ name) included.
+  if (/[\w.$\\-]/.test(text[i] || "")) {
+    j = i;
+    while (j < text.length && /[\w.$[\]\\-]/.test(text[j])) j += text[j] === "\\" ? 2 : 1;
+    j = Math.min(Math.max(j, i + 1), text.length);
+  }
   return h(
     "span",
     { class: "fql-src", testid: "match-caret", "aria-hidden": "true" },
