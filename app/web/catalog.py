@@ -149,8 +149,6 @@ class CatalogApi:
         held = self._clients.get(account)
         if held is not None and held[0] == cfg:
             return held[1]
-        if held is not None:
-            await held[1].close()
         short = cfg.model_copy(
             update={
                 "retry_for": min(cfg.retry_for, RETRY_FOR, self.budget),
@@ -158,7 +156,9 @@ class CatalogApi:
             }
         )
         client = self.client_factory(account, short)
-        self._clients[account] = (cfg, client)
+        self._clients[account] = (cfg, client)  # stored before any await: one per config
+        if held is not None:  # the account's Emarsys config was edited
+            await held[1].close()
         return client
 
     async def _fetch(self, account: str, kind: str, cfg: EmarsysConfig) -> _Entry:

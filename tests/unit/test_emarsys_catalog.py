@@ -219,6 +219,26 @@ async def test_answers_are_cached_per_account_for_the_ttl(start: Start) -> None:
         await client.close()
 
 
+async def test_an_edited_emarsys_config_is_fetched_anew(start: Start) -> None:
+    """Another api_url or other credentials may be another Emarsys account: its cached
+    catalog must not be shown for the new one."""
+    sim = await start(create_app(SimulatorOptions()))
+    other = await start(create_app(SimulatorOptions(events=[{"id": 9, "name": "Other"}])))
+    url = str(sim.make_url("")).rstrip("/")
+    rt = runtime({"acme": emarsys(url)})
+    api = CatalogApi(rt, EmarsysClient)
+    client = await catalog_client(start, api)
+    try:
+        resp = await client.get("/api/accounts/acme/emarsys/events", headers=ADMIN)
+        assert {"id": 1234, "name": "segment.com test event"} in (await resp.json())["events"]
+        rt.replace_config(runtime({"acme": emarsys(str(other.make_url("")).rstrip("/"))}).config)
+        resp = await client.get("/api/accounts/acme/emarsys/events", headers=ADMIN)
+        body = await resp.json()
+        assert body["cached"] is False and body["events"] == [{"id": 9, "name": "Other"}]
+    finally:
+        await client.close()
+
+
 async def test_unreachable_emarsys_is_a_502_with_a_message(start: Start) -> None:
     closed = f"http://127.0.0.1:{free_port()}"
     api = CatalogApi(runtime({"down": emarsys(closed)}), EmarsysClient, budget=5)
