@@ -40,21 +40,6 @@ log = logging.getLogger("emd.sink")
 MAX_LANE_RECORDS = 5000
 
 
-def call_counter(runtime: Runtime, account: str):
-    """Counts every Emarsys call by operation and status (``emd_emarsys_calls_total``)."""
-
-    def count(method: str, path: str, status: int | None, code: int | None) -> None:
-        parts = [p for p in path.split("/") if p and not p.isdigit()]
-        runtime.metrics.inc(
-            "emd_emarsys_calls_total",
-            account=account,
-            call=f"{method} /{'/'.join(parts[:2])}",
-            status=str(status) if status is not None else "error",
-        )
-
-    return count
-
-
 class _Lane:
     __slots__ = ("consumer", "held", "paused", "queue", "records", "task", "tp", "wakeup")
 

@@ -19,13 +19,14 @@ from typing import Any
 import faust
 
 from agents.pipeline import Pipeline, TopicNames, subscribe
-from agents.sink import Sink, call_counter
+from agents.sink import Sink
 from app import recovery_guard
 from app.batching.consumer import BatchTransport
 from app.batching.sender import Outbox, Partitioner
 from app.config import ConfigError, load_config
 from app.config_topic import ConfigTopic
 from app.delivery import Clients
+from app.emarsys.calls import call_counter
 from app.emarsys.client import EmarsysClient
 from app.recent import RecentDeliveries, RecentEvents
 from app.runtime import Runtime
@@ -166,7 +167,7 @@ class Worker:
             runtime,
             Clients(
                 lambda account, cfg: EmarsysClient(
-                    account, cfg, on_response=call_counter(runtime, account)
+                    account, cfg, on_response=call_counter(runtime.metrics, account)
                 )
             ),
             self.recent_deliveries,

@@ -89,6 +89,36 @@ def _admin_get(summary: str, tag: str, params=(), extra: dict[str, Any] | None =
     return op
 
 
+def _catalog(kind: str, what: str, call: str) -> dict[str, Any]:
+    item: dict[str, Any] = {"id": {"type": "integer"}, "name": {"type": "string"}}
+    if kind == "fields":
+        item["type"] = {"type": "string", "description": "Emarsys's application_type"}
+    answer = {
+        "type": "object",
+        "properties": {
+            "account": {"type": "string"},
+            kind: {"type": "array", "items": {"type": "object", "properties": item}},
+            "fetched_at": {"type": "string", "format": "date-time"},
+            "cached": {"type": "boolean"},
+        },
+    }
+    return _admin_get(
+        f"The account's Emarsys {what} by id and name (from `{call}`), for the console's "
+        "pickers; kept 5 minutes per worker (`?refresh=1` fetches again)",
+        "catalog",
+        [{"name": "refresh", "in": "query", "schema": {"type": "string"}}],
+        extra={
+            "responses": {
+                "200": _json("OK", answer),
+                "401": _json("admin token missing or wrong", ERROR),
+                "404": _json("no such account", ERROR),
+                "502": _json("Emarsys cannot be reached, or refused the call", ERROR),
+                "504": _json("Emarsys did not answer in time", ERROR),
+            }
+        },
+    )
+
+
 def document() -> dict[str, Any]:
     paths: dict[str, Any] = {
         f"/v1/{t}": _ingest(f"Segment {t} (Tracking API shape)", False)
@@ -209,6 +239,14 @@ def document() -> dict[str, Any]:
                             },
                         }
                     },
+                )
+            },
+            **{
+                f"/api/accounts/{{account}}/emarsys/{kind}": {"get": _catalog(kind, what, call)}
+                for kind, what, call in (
+                    ("fields", "contact fields", "GET /field/translate/en"),
+                    ("events", "external events", "GET /event"),
+                    ("lists", "contact lists", "GET /contactlist"),
                 )
             },
             "/health": {

@@ -14,6 +14,8 @@ from app import envelope
 from app.batching.sender import Outbox
 from app.broker import probe_kafka
 from app.config_topic import ConfigTopic
+from app.emarsys.calls import call_counter
+from app.emarsys.client import EmarsysClient
 from app.runtime import Runtime
 from app.stages.state import DEAD, INPUT, Output
 from app.state_reader import StateReader
@@ -38,6 +40,7 @@ def install_routes(app: Any, runtime: Runtime, services: WebServices) -> None:
     from app.web import console, openapi
     from app.web.admin import AdminApi
     from app.web.backtest import BacktestApi
+    from app.web.catalog import CatalogApi
     from app.web.deadletters import DeadLetterApi
     from app.web.funnel import FunnelApi
     from app.web.inspect import Inspect
@@ -67,6 +70,14 @@ def install_routes(app: Any, runtime: Runtime, services: WebServices) -> None:
     router.add_routes(FunnelApi(app, runtime, services.state).routes())
     router.add_routes(DeadLetterApi(runtime, services.dead_letter_topic, outbox).routes())
     router.add_routes(BacktestApi(runtime).routes())
+    catalog = CatalogApi(
+        runtime,
+        lambda account, cfg: EmarsysClient(
+            account, cfg, on_response=call_counter(runtime.metrics, account)
+        ),
+    )
+    router.add_routes(catalog.routes())
+    app.web.web_app.on_cleanup.append(catalog.on_cleanup)
     router.add_routes(openapi.routes())
     router.add_routes(console.routes())
     router.add_get("/health", _health(app, runtime))

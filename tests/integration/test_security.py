@@ -247,6 +247,8 @@ def exercise_admin_api(s: Stack, sec: Sec) -> None:
             api(s, "GET", f"/api/accounts/{acct}/rules", i=i)
             api(s, "GET", f"/api/accounts/{acct}/config?format=yaml", i=i)
         api(s, "GET", "/api/accounts/badcreds/deliveries?failed=1", i=i)
+        # The catalog of an account whose credentials Emarsys refuses: logged, not leaked.
+        assert api(s, "GET", "/api/accounts/badcreds/emarsys/fields", i=i).status == 502
     cfg = api(s, "GET", "/api/accounts/alpha/config").json()["config"]
     edit = {"data_maps": cfg["data_maps"], "rules": cfg["rules"]}
     assert api(s, "POST", "/api/accounts/alpha/config/validate", edit).json()["valid"] is True
