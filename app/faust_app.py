@@ -20,7 +20,7 @@ import faust
 
 from agents.pipeline import Pipeline, TopicNames, subscribe
 from agents.sink import Sink
-from app import recovery_guard
+from app import profiling, recovery_guard
 from app.batching.consumer import BatchTransport
 from app.batching.sender import Outbox, Partitioner
 from app.config import ConfigError, load_config
@@ -214,6 +214,7 @@ class Worker:
         await self.live_config.load()
         self.live_config.start_following()
         self.app.consumer.batch_handler = self.pipeline  # type: ignore[attr-defined]
+        profiling.start()
         from app.web.routes import WebServices, install_routes
 
         install_routes(
@@ -228,6 +229,7 @@ class Worker:
         )
 
     async def on_stop(self) -> None:
+        profiling.stop()
         await self.sink.stop()
         await self.lag.stop()
         await self.live_config.stop()
