@@ -25,8 +25,7 @@ from agents.sink import Sink
 from app.batching.consumer import BatchConsumer, Held
 from app.batching.sender import Partitioner
 from app.batching.transaction import CRASH_ENV, Transaction
-from app.stages.link import LinkStage
-from app.stages.person import PersonStage
+from app.stages.flow import PartitionFlow
 from app.stages.state import DEAD, EFFECTS, INPUT, PERSON, Output
 from tables import Tables
 
@@ -64,19 +63,18 @@ class Pipeline:
         app: Any,
         topics: TopicNames,
         tables: Tables,
-        link: LinkStage,
-        person: PersonStage,
+        flow: PartitionFlow,
         sink: Sink,
-        partitions: int,
+        partitioner: Partitioner,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.app = app
         self.topics = topics
         self.tables = tables.by_name()
-        self.link = link
-        self.person = person
+        self.flow = flow
+        self.person = flow.person
         self.sink = sink
-        self.partitioner = Partitioner(partitions)
+        self.partitioner = partitioner
         self.clock = clock
         self._claimed = {topics.input, topics.person, topics.effects}
         self._labels = bool(os.environ.get(CRASH_ENV))
@@ -99,8 +97,10 @@ class Pipeline:
             if tp.topic == self.topics.effects:
                 self.sink.accept(tp, records, held, consumer)
                 continue
-            stage = self.link if tp.topic == self.topics.input else self.person
-            outputs = stage.handle(tp.partition, records, tx.states, now)
+            if tp.topic == self.topics.input:
+                outputs = self.flow.input(tp.partition, records, tx.states, now)
+            else:
+                outputs = self.flow.person_events(tp.partition, records, tx.states, now)
             tx.send(outputs, _labels(outputs) if self._labels else ())
             spans.append(held)
         if spans:
@@ -115,7 +115,7 @@ class Pipeline:
             return
         tx = self._transaction()
         for partition in due:
-            outputs = self.person.fire_due(partition, tx.states, now)
+            outputs = self.flow.clock(partition, tx.states, now)
             tx.send(outputs, _labels(outputs) if self._labels else ())
         await tx.commit()
 

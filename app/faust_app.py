@@ -31,6 +31,7 @@ from app.emarsys.client import EmarsysClient
 from app.recent import RecentDeliveries, RecentEvents
 from app.runtime import Runtime
 from app.settings import Settings
+from app.stages.flow import PartitionFlow
 from app.stages.link import LinkStage
 from app.stages.person import PersonStage
 from app.state_reader import StateReader
@@ -156,7 +157,7 @@ class Worker:
         self.recent_deliveries = RecentDeliveries()
         accounts = lambda: runtime.accounts  # noqa: E731 - the live config can replace them
         self.link = LinkStage(accounts, runtime.metrics, lambda: runtime.config.dedupe_window)
-        self.person = PersonStage(accounts, runtime.metrics, self.recent_events)
+        self.person = PersonStage(accounts, runtime.metrics, self.recent_events, self.link)
         self.partitioner = Partitioner(n)
         self.outbox = Outbox(
             lambda: app.producer._ensure_producer(),  # type: ignore[attr-defined]
@@ -175,7 +176,14 @@ class Worker:
             batch_size=lambda: runtime.config.sink.batch_size,
             flush_interval=lambda: runtime.config.sink.flush_interval,
         )
-        self.pipeline = Pipeline(app, self.names, self.tables, self.link, self.person, self.sink, n)
+        self.pipeline = Pipeline(
+            app,
+            self.names,
+            self.tables,
+            PartitionFlow(self.link, self.person, self.partitioner),
+            self.sink,
+            self.partitioner,
+        )
         subscribe(app, [self.input_topic, self.person_topic, self.effects_topic])
         self.state = StateReader(
             app, self.tables, self.recent_events, self.recent_deliveries, self.names.person, n

@@ -195,7 +195,7 @@ def bench_stages(messages: Sequence[dict[str, Any]], batch: int = 500) -> dict[s
     accounts = Accounts(cfg)
     metrics, tables = Metrics(), DictTables()
     link = LinkStage(lambda: accounts, metrics, lambda: cfg.dedupe_window)
-    person = PersonStage(lambda: accounts, metrics, RecentEvents())
+    person = PersonStage(lambda: accounts, metrics, RecentEvents(), link)
     partition = Partitioner(8)
 
     def by_partition(records: list[tuple[bytes, bytes]]) -> dict[int, list[Record]]:

@@ -24,9 +24,10 @@ from app import keys
 from app.account import Accounts
 from app.config.model import Config
 from app.envelope import dumps
-from app.identity import routing_id
+from app.identity import partition_id
 from app.metrics import Metrics
 from app.recent import RecentEvents
+from app.stages.flow import PartitionFlow
 from app.stages.link import LinkStage
 from app.stages.person import PersonStage
 from app.stages.state import DEAD, EFFECTS, INPUT, PERSON, DictTables, Output, Record
@@ -44,7 +45,8 @@ class LiveSim:
         self.metrics = Metrics()
         self.tables = DictTables()
         self.link = LinkStage(lambda: self.accounts, self.metrics, lambda: config.dedupe_window)
-        self.person = PersonStage(lambda: self.accounts, self.metrics, RecentEvents())
+        self.person = PersonStage(lambda: self.accounts, self.metrics, RecentEvents(), self.link)
+        self.flow = PartitionFlow(self.link, self.person, lambda k: partition_of(k, partitions))
         self.queues: dict[tuple[str, int], deque[Record]] = {
             (topic, p): deque() for topic in (INPUT, PERSON) for p in range(partitions)
         }
@@ -60,7 +62,7 @@ class LiveSim:
 
     def ingest(self, message: dict[str, Any], account: str) -> None:
         """What the HTTP ingest does: key by routing id, write to the input topic."""
-        rid = routing_id(message)
+        rid = partition_id(message)
         assert rid is not None, message
         self._append(INPUT, keys.key(account, rid), dumps(message))
 
@@ -80,12 +82,12 @@ class LiveSim:
         topic, p = tp
         queue = self.queues[tp]
         batch = [queue.popleft() for _ in range(min(n, len(queue)))]
-        stage = self.link if topic == INPUT else self.person
-        self._send(stage.handle(p, batch, self.tables, self.now))
+        run = self.flow.input if topic == INPUT else self.flow.person_events
+        self._send(run(p, batch, self.tables, self.now))
 
     def tick(self) -> None:
         for p in range(self.partitions):
-            self._send(self.person.fire_due(p, self.tables, self.now))
+            self._send(self.flow.clock(p, self.tables, self.now))
 
     def run_random(self, max_batch: int = 3, tick_chance: float = 0.3, clock_step: float = 1.0):
         """Until every queue is empty: random partition, random batch, random ticks."""

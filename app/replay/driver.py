@@ -286,6 +286,9 @@ class Replay:
         the linking event's time (``app.timeline`` orders it there live)."""
         skey = (acct.name, source)
         state = self.persons.get(skey)
+        if state is None and source.startswith("u:") and into != source:
+            self.persons[skey] = {"fwd": into}  # an aliased userId with no state forwards
+            return []
         if state is None or "fwd" in state or into == source:
             return []
         state, self.persons[skey] = export_for_merge(state, into)

@@ -7,6 +7,12 @@ person stage keyed by its person; a first link of a visitor with state of its ow
 asks that visitor's person to hand its state over (``merge``), with the linking event's
 time, at which the user's timeline puts it (``app.timeline``).
 
+Events carrying a userId are keyed by their person (``app.identity.partition_id``): they
+skip ``resolve`` here and go straight to the person stage of the same partition, which
+asks this stage for the link (``handle_link``, a ``link`` record) only when the
+anonymousId is new to the user. Replay runs ``resolve`` on every event; the decisions are
+the same (``tests/unit/test_handoff.py`` compares them over random interleavings).
+
 A dedupe entry remembers where its messageId was first read (``partition:offset``): the
 same record read again after a crash is processed again (downstream is idempotent), and
 only another record with the same messageId is a duplicate.
@@ -22,7 +28,7 @@ import orjson
 from app import keys
 from app.account import Accounts
 from app.envelope import dead_letter, dumps
-from app.identity import resolve, routing_id
+from app.identity import partition_id, resolve
 from app.metrics import Metrics
 from app.segment.model import InvalidMessage, parse_message
 from app.stages.state import DEAD, INPUT, PERSON, Output, RecordLike, Tables, header
@@ -122,7 +128,7 @@ class LinkStage:
             # Unvalidated: may be an object nested 1,000 deep (the record must stay JSON).
             self._reject(out, "invalid", exc.reason, account, message_id=mid, raw=raw)
             return
-        rid = routing_id(msg.data)
+        rid = partition_id(msg.data)
         if rid is None:
             self._reject(
                 out,
@@ -153,6 +159,25 @@ class LinkStage:
                     return
                 dedupe.set(dkey, f"{now:.3f} {here}".encode())
 
+        t = msg.event_time.timestamp()
+        if msg.type == "alias" and resolve(msg.data, _no_links) is None:
+            self._reject(
+                out,
+                "identity",
+                "alias needs a usable previousId and a different userId",
+                account,
+                message_id=msg.message_id,
+                payload=msg.data,
+            )
+            return
+        if rid.startswith("u:"):
+            # Keyed by its person: the person stage of this very partition takes it (the
+            # pipeline applies records for the partition in hand without sending them),
+            # and asks for the link if the anonymousId is new to the user.
+            self.metrics.inc("emd_events_processed_total", account=account, type=msg.type)
+            out.append(Output(PERSON, expected, _event(account, rid, msg.data, msg.message_id, t)))
+            return
+
         def lookup(ident: str) -> str | None:
             value = links.get(keys.key(account, ident))
             return value.decode() if value else None  # b"": anonymous, not linked
@@ -181,29 +206,68 @@ class LinkStage:
         ]
         if res.link is not None:
             links.set(keys.key(account, res.link[0]), res.link[1].encode())
-        t = msg.event_time.timestamp()
         for source in merge_from:
-            out.append(
-                Output(
-                    PERSON,
-                    keys.key(account, source),
-                    dumps({"k": "merge", "a": account, "p": source, "into": res.person, "t": t}),
-                )
-            )
+            out.append(_merge(account, source, res.person, t))
         self.metrics.inc("emd_events_processed_total", account=account, type=msg.type)
         out.append(
             Output(
                 PERSON,
                 keys.key(account, res.person),
-                dumps(
-                    {
-                        "k": "ev",
-                        "a": account,
-                        "p": res.person,
-                        "m": msg.data,
-                        "id": msg.message_id,
-                        "t": t,
-                    }
-                ),
+                _event(account, res.person, msg.data, msg.message_id, t),
             )
         )
+
+    def handle_link(self, partition: int, msg: dict[str, Any], tables: Tables) -> list[Output]:
+        """A user's partition asks for a link (``link`` from the person stage): an alias
+        naming ``p`` as previousId, or an event with ``p`` an anonymousId new to the user.
+        This partition holds ``p``'s link; the decisions are ``resolve``'s, as replay
+        takes them: a first link merges the other person's state (if any) into the user,
+        a link to another user moves (a shared device; that user is told, so that its
+        next event with the id asks again)."""
+        links = tables(LINKS, partition)
+        account, ident, user, t = msg["a"], msg["p"], msg["user"], float(msg["t"])
+        if msg.get("alias"):
+            seen: dict[str, Any] = {"type": "alias", "previousId": ident, "userId": user}
+        else:
+            seen = {"type": "track", "anonymousId": ident, "userId": user}
+
+        def lookup(i: str) -> str | None:
+            value = links.get(keys.key(account, i))
+            return value.decode() if value else None
+
+        res = resolve(seen, lookup)
+        if res is None:
+            return []
+        out = [
+            _merge(account, source, res.person, t)
+            for source in res.merge_from
+            if not source.startswith("a:") or links.get(keys.key(account, source[2:])) is not None
+        ]
+        if res.link is not None:
+            links.set(keys.key(account, res.link[0]), res.link[1].encode())
+        if res.relinked_from is not None:
+            out.append(
+                Output(
+                    PERSON,
+                    keys.key(account, res.relinked_from),
+                    dumps({"k": "lost", "a": account, "p": res.relinked_from, "anon": ident}),
+                )
+            )
+        return out
+
+
+def _no_links(ident: str) -> str | None:
+    return None
+
+
+def _event(account: str, person: str, message: dict[str, Any], message_id: str, t: float) -> bytes:
+    return dumps({"k": "ev", "a": account, "p": person, "m": message, "id": message_id, "t": t})
+
+
+def _merge(account: str, source: str, into: str, t: float) -> Output:
+    """Ask ``source`` to hand its state to ``into``, at ``t`` (the linking event's time)."""
+    return Output(
+        PERSON,
+        keys.key(account, source),
+        dumps({"k": "merge", "a": account, "p": source, "into": into, "t": t}),
+    )

@@ -27,9 +27,11 @@ from typing import Any
 from app import keys
 from app.account import Account, Accounts
 from app.envelope import dead_letter, dumps, loads, now_iso
+from app.identity import usable_id
 from app.metrics import Metrics
 from app.person import MAX_FORWARDS, Outcome, apply_delivery, delete_effect, export_for_merge
 from app.recent import RecentEvents
+from app.stages.link import LinkStage
 from app.stages.state import DEAD, EFFECTS, PERSON, JsonView, Output, RecordLike, Tables
 from app.timeline import apply_input, apply_tick, event_input, merge_input, wake_time
 from app.wake_index import WakeIndex
@@ -39,6 +41,7 @@ DELIVERIES = "deliveries"
 PK_INDEX = "pkindex"
 FUNNEL = "funnel"
 MAX_DELIVERIES = 50
+MAX_LOST = 50
 
 
 def funnel_key(account: str, rule: str, hour: int, partition: int) -> bytes:
@@ -50,9 +53,10 @@ def funnel_key(account: str, rule: str, hour: int, partition: int) -> bytes:
 class _Batch:
     """One call's decoded views and what it sends."""
 
-    __slots__ = ("deliveries", "funnel", "out", "partition", "persons", "pk_index")
+    __slots__ = ("deliveries", "funnel", "out", "partition", "persons", "pk_index", "tables")
 
     def __init__(self, tables: Tables, partition: int) -> None:
+        self.tables = tables
         self.partition = partition
         self.persons = JsonView(tables(PERSONS, partition))
         self.deliveries = JsonView(tables(DELIVERIES, partition))
@@ -71,10 +75,12 @@ class PersonStage:
         accounts: Callable[[], Accounts],
         metrics: Metrics,
         recent: RecentEvents,
+        links: LinkStage,
     ) -> None:
         self.accounts = accounts
         self.metrics = metrics
         self.recent = recent
+        self.links = links  # ``link`` records are the identity stage's (its table is here)
         self.wake = WakeIndex()
 
     # ------------------------------------------------------------------ entry points
@@ -136,6 +142,9 @@ class PersonStage:
         if account is None:
             self._dead(batch, "person", f"unknown account {account_name!r}", payload=msg)
             return
+        if kind == "link":
+            batch.out += self.links.handle_link(batch.partition, msg, batch.tables)
+            return
         person = msg.get("p")
         key = keys.key(account.name, person)
         if kind == "ev":
@@ -146,6 +155,8 @@ class PersonStage:
             self._state(batch, account, person, key, msg, now)
         elif kind == "dlv":
             self._delivery(batch, key, msg)
+        elif kind == "lost":
+            self._lost(batch, key, msg)
         elif kind == "pk":
             if msg.get("person"):
                 batch.pk_index.set(key, msg["person"].encode())
@@ -171,15 +182,67 @@ class PersonStage:
         if message.get("type") == "delete":
             self._delete(batch, account, person, key, record)
             return
+        self._ask_for_link(batch, account, person, record, message, t)
         item = event_input(account, message, msg["id"], t, now)
         out = apply_input(account, person, record, item, now)
         for name in out.failures:
             self.metrics.inc("emd_datamap_failures_total", account=account.name, data_map=name)
         self._finish(batch, account, person, key, out)
 
+    def _ask_for_link(self, batch: _Batch, account: Account, person: str, record, message, t):
+        """An event of this user (keyed by the person) with an anonymousId the user has not
+        seen, or lost to another user since: the id's partition decides the link."""
+        user = usable_id(message.get("userId"))
+        if user is None or person != keys.user_person(user):
+            return  # forwarded from an aliased id: its own link was settled there
+        if message.get("type") == "alias":
+            previous = usable_id(message.get("previousId"))
+            if previous is not None and previous != user:
+                self._link_request(batch, account, previous, user, t, alias=True)
+            return
+        anon = usable_id(message.get("anonymousId"))
+        if anon is None:
+            return
+        if record is not None:
+            lost = record.get("lost") or []
+            if anon in record.get("anon", ()) and anon not in lost:
+                return
+            if anon in lost:
+                lost.remove(anon)
+                if not lost:
+                    del record["lost"]
+                batch.persons.put(keys.key(account.name, person), record)
+        self._link_request(batch, account, anon, user, t)
+
+    def _link_request(
+        self, batch: _Batch, account: Account, ident: str, user: str, t: float, alias=False
+    ) -> None:
+        body: dict[str, Any] = {"k": "link", "a": account.name, "p": ident, "user": user, "t": t}
+        if alias:
+            body["alias"] = True
+        batch.out.append(Output(PERSON, keys.key(account.name, ident), dumps(body)))
+
+    def _lost(self, batch: _Batch, key: bytes, msg: dict[str, Any]) -> None:
+        """Another user took one of this user's anonymousIds (a shared device)."""
+        record = batch.record(key)
+        if record is None:
+            return
+        if "fwd" in record:
+            self._forward(batch, record, msg)
+            return
+        lost = record.setdefault("lost", [])
+        if msg["anon"] not in lost:
+            lost.append(msg["anon"])
+            del lost[:-MAX_LOST]
+            batch.persons.put(key, record)
+
     def _merge_out(self, batch: _Batch, account: Account, person: str, key: bytes, msg, now):
         into = msg["into"]
         record = batch.record(key)
+        if record is None and person.startswith("u:") and into != person:
+            # An aliased userId with no state: later events keyed by it forward.
+            batch.persons.put(key, {"fwd": into})
+            return
         if record is None or "fwd" in record or into == person:
             return  # nothing to hand over, or handed over already (a redelivery)
         state, tombstone = export_for_merge(record, into)

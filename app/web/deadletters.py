@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from app import keys
 from app.batching.sender import Outbox
-from app.identity import routing_id
+from app.identity import partition_id
 from app.runtime import Runtime
 from app.stages.state import EFFECTS, INPUT, Output
 from app.topic_reader import consumer_for, partitions, read_to_end
@@ -123,7 +123,7 @@ class DeadLetterApi:
             payload = rec.get("payload")
             source = rec.get("source")
             if source in ("ingest", "input") and isinstance(payload, dict):
-                rid = routing_id(payload)
+                rid = partition_id(payload)
                 if rid is None:
                     skipped.append({"id": ident, "reason": "the message has no usable id"})
                     continue

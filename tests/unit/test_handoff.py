@@ -155,18 +155,29 @@ def test_the_trigger_fires_once_however_often_the_clock_runs():
 @given(
     seed=st.integers(0, 10**6),
     people=st.lists(
-        st.tuples(st.booleans(), st.integers(0, 3), st.integers(0, 3600)), min_size=1, max_size=4
+        st.tuples(st.booleans(), st.integers(0, 7), st.integers(0, 3600)), min_size=1, max_size=4
     ),
     max_batch=st.integers(1, 4),
 )
 def test_any_interleaving_gives_replays_output(seed, people, max_batch):
-    """Random journeys (identify or alias; extra coupon/order events in both eras), any
-    schedule: exactly replay's triggers, data, contacts and funnel."""
+    """Random journeys (identify or alias; extra events in both eras; returning users;
+    a second user on the same device), any schedule: exactly replay's triggers, data,
+    contacts and funnel."""
     events: list[dict[str, Any]] = []
     for n, (alias, extra, offset) in enumerate(people):
         t0 = BASE + offset
         j = journey(n, t0, alias=alias)
         a, u = f"a{n}", f"u{n}"
+        if extra & 4:  # a returning user: known from a day earlier, with other values
+            j.append(msg("identify", t0 - 86400, f"{n}-r", userId=u,
+                         traits={"firstName": "Old"},
+                         context={"traits": {"email": f"{u}@example.com"}}))  # fmt: skip
+            j.append(msg("track", t0 - 86000, f"{n}-r2", userId=u, event="Viewed Pricing",
+                         properties={"plan": "basic"}))  # fmt: skip
+        if extra & 8:  # someone else signs in on the same device later
+            j.append(msg("identify", t0 + 200, f"{n}-v", anonymousId=a, userId=f"v{n}",
+                         context={"traits": {"email": f"v{n}@example.com"}}))  # fmt: skip
+            j.append(msg("track", t0 + 210, f"{n}-v2", anonymousId=a, event="Signed Up"))
         if extra & 1:  # a coupon while anonymous, an order after identifying
             j.append(msg("track", t0 + 10, f"{n}-c", anonymousId=a, event="Coupon Entered",
                          properties={"coupon": "C1"}))  # fmt: skip
