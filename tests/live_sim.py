@@ -30,7 +30,7 @@ from app.recent import RecentEvents
 from app.stages.flow import PartitionFlow
 from app.stages.link import LinkStage
 from app.stages.person import PersonStage
-from app.stages.state import DEAD, EFFECTS, INPUT, PERSON, DictTables, Output, Record
+from app.stages.state import DEAD, EFFECTS, INPUT, PERSON, DictTable, DictTables, Output, Record
 
 
 def partition_of(key: bytes, partitions: int) -> int:
@@ -77,25 +77,55 @@ class LiveSim:
     def pending(self) -> list[tuple[str, int]]:
         return [tp for tp, q in self.queues.items() if q]
 
-    def step(self, tp: tuple[str, int], n: int) -> None:
-        """Process the first ``n`` records of one partition's queue as one batch."""
+    def step(self, tp: tuple[str, int], n: int, crash: str | None = None) -> None:
+        """Process the first ``n`` records of one partition's queue as one batch.
+
+        ``crash`` models a ``kill -9`` in the middle of the transaction
+        (``app.batching.transaction``): ``"sent"``, the records it sent are acknowledged
+        but its state is never written; ``"written"``, the state is written but the
+        offsets are not committed. Either way the batch is read again, and what lived in
+        memory (the wake index, recent events) starts empty, as after a restart."""
         topic, p = tp
         queue = self.queues[tp]
         batch = [queue.popleft() for _ in range(min(n, len(queue)))]
         run = self.flow.input if topic == INPUT else self.flow.person_events
+        saved = self._snapshot() if crash == "sent" else None
         self._send(run(p, batch, self.tables, self.now))
+        if crash is None:
+            return
+        if saved is not None:
+            self.tables.tables = saved
+        queue.extendleft(reversed(batch))
+        self.person.partitions_changed()
+        self.person.recent.by_person.clear()
+
+    def _snapshot(self) -> dict[tuple[str, int], DictTable]:
+        return {k: DictTable(dict(t.data)) for k, t in self.tables.tables.items()}
 
     def tick(self) -> None:
         for p in range(self.partitions):
             self._send(self.flow.clock(p, self.tables, self.now))
 
-    def run_random(self, max_batch: int = 3, tick_chance: float = 0.3, clock_step: float = 1.0):
-        """Until every queue is empty: random partition, random batch, random ticks."""
+    def run_random(
+        self,
+        max_batch: int = 3,
+        tick_chance: float = 0.3,
+        clock_step: float = 1.0,
+        crash_chance: float = 0.0,
+        max_crashes: int = 3,
+    ):
+        """Until every queue is empty: random partition, random batch, random ticks, and
+        up to ``max_crashes`` random crashes (``step``)."""
+        crashes = 0
         while True:
             pending = self.pending()
             if not pending:
                 return
-            self.step(self.rng.choice(pending), self.rng.randint(1, max_batch))
+            crash = None
+            if crashes < max_crashes and self.rng.random() < crash_chance:
+                crash = self.rng.choice(["sent", "written"])
+                crashes += 1
+            self.step(self.rng.choice(pending), self.rng.randint(1, max_batch), crash)
             if self.rng.random() < tick_chance:
                 self.now += self.rng.uniform(0, clock_step)
                 self.tick()
