@@ -131,7 +131,7 @@ class EmdApp(faust.App):
         LIVE_CONFIG.start_following()
         from app.web.routes import install_routes
 
-        install_routes(self, RUNTIME)
+        install_routes(self, RUNTIME, config_loaded=lambda: LIVE_CONFIG.loaded)
 
     async def on_stop(self) -> None:
         await END_OFFSETS.stop()

@@ -9,19 +9,39 @@ cannot be retried as such: send an event that carries the key instead.
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 import orjson
 from aiohttp import web
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from app import keys
 from app.identity import routing_id
 from app.runtime import Runtime
 from app.topic_reader import consumer_for, partitions, read_to_end
 from app.web.admin import guard, read_json
+from app.web.errors import error
 
 MAX_LIMIT = 1000
+FETCH_MS = 300
+ID_PART = re.compile(r"[0-9]{1,19}")
+MAX_PARTITION = 2**31 - 1
+MAX_OFFSET = 2**63 - 1
+
+
+def parse_id(ident: Any) -> tuple[int, int] | None:
+    """``"3:1042"`` as (3, 1042); None for anything else, also for numbers no Kafka
+    partition or offset can have (a 30-digit offset used to reach the client as a 500)."""
+    if not isinstance(ident, str):
+        return None
+    part, sep, off = ident.partition(":")
+    if not sep or not ID_PART.fullmatch(part) or not ID_PART.fullmatch(off):
+        return None
+    p, o = int(part), int(off)
+    if p > MAX_PARTITION or o > MAX_OFFSET:
+        return None
+    return p, o
 
 
 class DeadLetterApi:
@@ -72,26 +92,60 @@ class DeadLetterApi:
         denied = guard(self.runtime, request, account)
         if denied:
             return denied
-        try:
-            limit = max(1, min(MAX_LIMIT, int(request.query.get("limit", "200"))))
-        except ValueError:
-            return web.json_response({"message": "limit must be a number"}, status=400)
+        text = request.query.get("limit", "200")
+        if not ID_PART.fullmatch(text):
+            return error(400, "limit: a whole number (1 to 1000; larger is read as 1000)")
+        limit = max(1, min(MAX_LIMIT, int(text)))
         found = await self.read_recent(account, limit)
         return web.json_response({"dead_letters": found[:limit]})
 
-    async def _fetch(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+    async def _fetch(self, ids: list[tuple[int, int]]) -> dict[tuple[int, int], dict[str, Any]]:
+        """The dead letters at these (partition, offset) pairs, read in one pass.
+
+        Every partition concerned is read at once, from its lowest wanted offset, and
+        each fetch resolves every wanted offset it passes; one empty fetch ends the
+        search for whatever is left (offsets past the end, removed by retention, or on a
+        partition the topic does not have). So a retry of many missing ids costs one
+        fetch timeout, not one per id. (The end offset alone cannot tell "missing": the
+        embedded broker under-reports it after a batch produce.)"""
         consumer = await self._consumer()
-        found: dict[str, dict[str, Any]] = {}
+        found: dict[tuple[int, int], dict[str, Any]] = {}
         try:
-            for ident in ids:
-                part, _, off = ident.partition(":")
-                tp = TopicPartition(self.topic, int(part))
-                consumer.assign([tp])
-                consumer.seek(tp, int(off))
-                batch = await consumer.getmany(tp, timeout_ms=1000, max_records=1)
-                for r in batch.get(tp, []):
-                    if r.offset == int(off):
-                        found[ident] = orjson.loads(r.value)
+            tps = {tp.partition: tp for tp in await partitions(consumer, self.topic)}
+            wanted: dict[int, list[int]] = {}
+            for part, off in ids:
+                if part in tps:
+                    wanted.setdefault(part, []).append(off)
+            if not wanted:
+                return found
+            pending = {p: sorted(set(offs)) for p, offs in wanted.items()}
+            consumer.assign([tps[p] for p in pending])
+            begins = await consumer.beginning_offsets([tps[p] for p in pending])
+            for part in list(pending):
+                pending[part] = [o for o in pending[part] if o >= begins[tps[part]]]
+            while any(pending.values()):
+                active = [p for p, offs in pending.items() if offs]
+                for part in active:
+                    consumer.seek(tps[part], pending[part][0])
+                batch = await consumer.getmany(
+                    *(tps[p] for p in active), timeout_ms=FETCH_MS, max_records=500
+                )
+                if not any(batch.values()):
+                    break  # nothing more anywhere: whatever is left does not exist
+                for tp, records in batch.items():
+                    offs = pending.get(tp.partition)
+                    if not offs or not records:
+                        continue
+                    want = set(offs)
+                    for r in records:
+                        if r.offset in want:
+                            try:
+                                found[(tp.partition, r.offset)] = orjson.loads(r.value)
+                            except orjson.JSONDecodeError:
+                                pass
+                    last = records[-1].offset
+                    # Offsets below what this fetch reached are resolved: found or gone.
+                    pending[tp.partition] = [o for o in offs if o > last]
         finally:
             await consumer.stop()
         return found
@@ -103,21 +157,30 @@ class DeadLetterApi:
         denied = guard(self.runtime, request, account)
         if denied:
             return denied
-        body = await read_json(request)
+        body = await read_json(request, self.runtime)
         ids = body.get("ids") if isinstance(body, dict) else None
-        if not isinstance(ids, list) or not all(
-            isinstance(i, str) and ":" in i and i.replace(":", "").isdigit() for i in ids
-        ):
-            return web.json_response(
-                {"message": "ids: a list of dead-letter ids like '3:1042'"}, status=400
-            )
+        if not isinstance(body, dict) or set(body) - {"ids"} or not isinstance(ids, list):
+            return error(400, "the body is {\"ids\": [dead-letter ids like '3:1042']}")
+        if len(ids) > MAX_LIMIT:
+            return error(400, f"ids: at most {MAX_LIMIT} at a time")
+        parsed: list[tuple[int, int]] = []
+        for index, ident in enumerate(ids):
+            where = parse_id(ident)
+            if where is None:
+                return error(
+                    400,
+                    f"ids[{index}]: not a dead-letter id (PARTITION:OFFSET, e.g. '3:1042', "
+                    f"partition below 2^31, offset below 2^63)",
+                )
+            parsed.append(where)
         if not ids:
             return web.json_response({"retried": 0, "skipped": []})
-        records = await self._fetch(ids)
+        found = await self._fetch(parsed)
+        records = {ident: found.get(where) for ident, where in zip(ids, parsed, strict=True)}
         retried, skipped, futures = 0, [], []
         for ident in ids:
             rec = records.get(ident)
-            if rec is None or rec.get("account") != account:
+            if not isinstance(rec, dict) or rec.get("account") != account:
                 skipped.append({"id": ident, "reason": "no such dead letter in this account"})
                 continue
             payload = rec.get("payload")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -12,13 +13,21 @@ from aiohttp import web
 from app.broker import probe_kafka
 from app.runtime import Runtime
 from app.topics import bootstrap_servers
+from app.web import server
+from app.web.errors import ensure_code
 from app.web.ingest import Ingest, Record
+from app.web.readiness import Readiness
 
 log = logging.getLogger("emd.web")
 
 
-def install_routes(app: Any, runtime: Runtime) -> None:
-    """Called once per worker before the web server starts."""
+def install_routes(
+    app: Any, runtime: Runtime, config_loaded: Callable[[], bool] | None = None
+) -> None:
+    """Called once per worker before the web server starts.
+
+    ``config_loaded`` tells whether the live config topic has been read to its end (for
+    ``/ready``); None means it is not followed at all."""
     from agents.common import send_dead_letter
     from app.faust_app import DEAD_LETTER_TOPIC, LIVE_CONFIG, input_topic
     from app.web import console, openapi
@@ -45,7 +54,11 @@ def install_routes(app: Any, runtime: Runtime) -> None:
 
     ingest = Ingest(lambda: runtime.accounts, publish, dead_letter, runtime.metrics)
     inspect = Inspect(app, runtime)
-    router = app.web.web_app.router
+    web_app = app.web.web_app
+    if hasattr(app.web, "_runner"):
+        server.configure(app.web, runtime.metrics)
+    web_app.middlewares.append(ensure_code)
+    router = web_app.router
     router.add_routes(ingest.routes())
     router.add_routes(inspect.routes())
     router.add_routes(AdminApi(runtime, LIVE_CONFIG).routes())
@@ -55,6 +68,7 @@ def install_routes(app: Any, runtime: Runtime) -> None:
     router.add_routes(openapi.routes())
     router.add_routes(console.routes())
     router.add_get("/health", _health(app, runtime))
+    router.add_get("/ready", _ready(Readiness(app, config_loaded or (lambda: True))))
     router.add_get("/metrics", _metrics(app, runtime))
 
 
@@ -80,6 +94,29 @@ def _health(app: Any, runtime: Runtime):
             "accounts": sorted(runtime.accounts.names()),
         }
         return web.json_response(body, status=200 if reachable else 503)
+
+    return handler
+
+
+def _ready(readiness: Readiness):
+    async def handler(request: web.Request) -> web.Response:
+        state = readiness.state()
+        if state["ready"]:
+            return web.json_response(state)
+        waiting = [
+            what
+            for what, done in (
+                ("partitions assigned", state["partitions_assigned"]),
+                ("live config read", state["live_config_read"]),
+            )
+            if not done
+        ]
+        message = "not ready: waiting for " + " and ".join(waiting)
+        return web.json_response(
+            {"code": "not_ready", "message": message, **state},
+            status=503,
+            headers={"Retry-After": "1"},
+        )
 
     return handler
 

@@ -835,8 +835,21 @@ def check_parse(obj: object) -> None:
     assert p.event_time.utcoffset() == timedelta(0)
     assert p.data["messageId"] == p.message_id
     assert isinstance(obj, dict)
+    corrected = (
+        obj.get("receivedAt") is None
+        and obj.get("sentAt") is not None
+        and (obj.get("timestamp") is not None or obj.get("originalTimestamp") is not None)
+    )
+    if corrected:
+        # Clock-skew correction: the event time is on our clock, never after receipt,
+        # and the client's own time is kept as originalTimestamp.
+        assert p.event_time <= NOW
+        own = obj.get("originalTimestamp")
+        assert p.data["originalTimestamp"] == (own if own is not None else obj["timestamp"])
     for key, value in obj.items():
         if key in ("writeKey", "messageId") or (key == "receivedAt" and value is None):
+            continue
+        if corrected and key in ("timestamp", "originalTimestamp"):
             continue
         declared = key in MODELS[p.type].model_fields
         if (

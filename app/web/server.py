@@ -1,0 +1,88 @@
+"""How the aiohttp server under Faust's web (one port) treats connections.
+
+Two options of aiohttp's server, set before it starts:
+
+- ``auto_decompress=False``: aiohttp would inflate ``Content-Encoding: gzip`` bodies
+  inside its protocol callback, before any handler can bound or pace it; bodies are
+  inflated by ``app.web.bodies`` instead (bounded, in slices, yielding).
+- a ``logger`` that writes **one line, no traceback** for what hostile or broken clients
+  cause (a connection reset mid-body, a request aiohttp cannot parse) and counts it in
+  ``emd_http_bad_connections_total{reason}``; every other error keeps its traceback at
+  ERROR, so real bugs stay visible. A slow-body attack used to log hundreds of
+  ``ConnectionResetError`` tracebacks.
+
+Neither line names the client's address: an IP address is personal data.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiohttp import http_exceptions
+
+from app.metrics import Metrics
+
+BAD_CONNECTIONS = "emd_http_bad_connections_total"
+
+
+def _exception_of(kw: dict[str, Any]) -> BaseException | None:
+    exc = kw.get("exc_info")
+    if isinstance(exc, BaseException):
+        return exc
+    if isinstance(exc, tuple) and len(exc) == 3:
+        return exc[1]  # type: ignore[no-any-return]
+    return None
+
+
+def classify(exc: BaseException | None) -> str | None:
+    """``disconnected`` / ``malformed`` for what a client did; None for our own errors."""
+    if isinstance(exc, ConnectionError):
+        return "disconnected"
+    if isinstance(exc, http_exceptions.HttpProcessingError):
+        return "malformed"
+    return None
+
+
+class ServerLog:
+    """Stands in for aiohttp's ``aiohttp.server`` logger (it calls ``exception`` and
+    ``debug``; the rest is passed through)."""
+
+    def __init__(self, metrics: Metrics, logger: logging.Logger | None = None) -> None:
+        self.metrics = metrics
+        self.logger = logger or logging.getLogger("aiohttp.server")
+
+    def exception(self, msg: str, *args: Any, **kw: Any) -> None:
+        exc = _exception_of(kw)
+        reason = classify(exc)
+        if reason is None:
+            self.logger.exception(msg, *args, **kw)
+            return
+        self.metrics.inc(BAD_CONNECTIONS, reason=reason)
+        level = logging.INFO if reason == "disconnected" else logging.WARNING
+        # aiohttp's message names the remote address: our line does not.
+        self.logger.log(level, "bad HTTP connection (%s): %s", reason, type(exc).__name__)
+
+    def error(self, msg: str, *args: Any, **kw: Any) -> None:
+        if kw.get("exc_info") and classify(_exception_of(kw)) is not None:
+            self.exception(msg, *args, **kw)
+            return
+        self.logger.error(msg, *args, **kw)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.logger, name)
+
+
+def server_options(metrics: Metrics) -> dict[str, Any]:
+    """Keyword arguments for aiohttp's ``Server`` (``AppRunner(app, **options)``)."""
+    return {"auto_decompress": False, "logger": ServerLog(metrics)}
+
+
+def configure(faust_web: Any, metrics: Metrics) -> None:
+    """Apply ``server_options`` to Faust's aiohttp runner, before the server starts.
+
+    Faust builds ``AppRunner(web_app, access_log=None)`` and offers no setting for
+    these; its runner keeps the keyword arguments it hands to aiohttp's ``Server`` in
+    ``_kwargs`` until ``setup()``, so they are added there (checked by a test)."""
+    runner = faust_web._runner
+    runner._kwargs.update(server_options(metrics))
