@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiokafka.errors import KafkaError
 
 from app.config.live import apply_edit, edit_of, editable_view
 from app.config.loader import ConfigError
@@ -157,4 +158,9 @@ class AdminApi:
                 await self.live.publish(account, edit)
             except ConfigError as exc:
                 return error(400, "invalid config", "invalid_config", problems=problems_body(exc))
+            except (KafkaError, OSError, TimeoutError) as exc:
+                log.warning("storing a config edit failed: %s", type(exc).__name__)
+                return error(
+                    503, "the broker did not store the edit; retry", "unavailable", retry_after=5
+                )
         return web.json_response(self._view(account))

@@ -17,6 +17,7 @@ from app.config.live import apply_edit
 from app.config.loader import ConfigError
 from app.runtime import Runtime
 from app.web.admin import guard, problems_body, read_json
+from app.web.deadletters import BROKER_ERRORS, broker_unavailable
 from app.web.errors import error
 from app.web.funnel import _parse
 
@@ -74,15 +75,18 @@ class BacktestApi:
         except ValueError:
             return error(400, "from/to must be ISO 8601 times")
         started = time.monotonic()
-        lines, summary = await asyncio.to_thread(
-            run_backtest,
-            config,
-            account,
-            self.runtime.broker_url,
-            self.runtime.config.input_topic,
-            start,
-            end,
-        )
+        try:
+            lines, summary = await asyncio.to_thread(
+                run_backtest,
+                config,
+                account,
+                self.runtime.broker_url,
+                self.runtime.config.input_topic,
+                start,
+                end,
+            )
+        except BROKER_ERRORS as exc:
+            return broker_unavailable(exc)
         truncated = len(lines) > MAX_LINES
         return web.json_response(
             {

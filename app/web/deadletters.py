@@ -9,12 +9,14 @@ cannot be retried as such: send an event that carries the key instead.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from typing import Any
 
 import orjson
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaError
 
 from app import keys
 from app.identity import routing_id
@@ -23,11 +25,33 @@ from app.topic_reader import consumer_for, partitions, read_to_end
 from app.web.admin import guard, read_json
 from app.web.errors import error
 
+log = logging.getLogger("emd.web")
+
 MAX_LIMIT = 1000
+BROKER_ERRORS = (KafkaError, OSError, TimeoutError)
+
+
+def broker_unavailable(exc: BaseException) -> web.Response:
+    log.warning("dead letters: the broker did not answer (%s)", type(exc).__name__)
+    return error(503, "the broker did not answer; retry later", "unavailable", retry_after=5)
+
+
 FETCH_MS = 300
 ID_PART = re.compile(r"[0-9]{1,19}")
 MAX_PARTITION = 2**31 - 1
 MAX_OFFSET = 2**63 - 1
+
+
+async def _stop(consumer: AIOKafkaConsumer) -> None:
+    """``consumer.stop()``, minus aiokafka's CancelledError when the consumer is stopped
+    before its coordinator task first ran (e.g. no partition was ever assigned): that
+    escaped the handler and the client got an empty reply."""
+    try:
+        await consumer.stop()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
 
 
 def parse_id(ident: Any) -> tuple[int, int] | None:
@@ -85,7 +109,7 @@ class DeadLetterApi:
             out.sort(key=lambda d: d.get("ts", 0), reverse=True)
             return out
         finally:
-            await consumer.stop()
+            await _stop(consumer)
 
     async def list_recent(self, request: web.Request) -> web.Response:
         account = request.match_info["account"]
@@ -96,7 +120,10 @@ class DeadLetterApi:
         if not ID_PART.fullmatch(text):
             return error(400, "limit: a whole number (1 to 1000; larger is read as 1000)")
         limit = max(1, min(MAX_LIMIT, int(text)))
-        found = await self.read_recent(account, limit)
+        try:
+            found = await self.read_recent(account, limit)
+        except BROKER_ERRORS as exc:
+            return broker_unavailable(exc)
         return web.json_response({"dead_letters": found[:limit]})
 
     async def _fetch(self, ids: list[tuple[int, int]]) -> dict[tuple[int, int], dict[str, Any]]:
@@ -147,7 +174,7 @@ class DeadLetterApi:
                     # Offsets below what this fetch reached are resolved: found or gone.
                     pending[tp.partition] = [o for o in offs if o > last]
         finally:
-            await consumer.stop()
+            await _stop(consumer)
         return found
 
     async def retry(self, request: web.Request) -> web.Response:
@@ -175,7 +202,10 @@ class DeadLetterApi:
             parsed.append(where)
         if not ids:
             return web.json_response({"retried": 0, "skipped": []})
-        found = await self._fetch(parsed)
+        try:
+            found = await self._fetch(parsed)
+        except BROKER_ERRORS as exc:
+            return broker_unavailable(exc)
         records = {ident: found.get(where) for ident, where in zip(ids, parsed, strict=True)}
         retried, skipped, futures = 0, [], []
         for ident in ids:
@@ -213,5 +243,8 @@ class DeadLetterApi:
                 )
                 continue
             retried += 1
-        await asyncio.gather(*futures)
+        try:
+            await asyncio.gather(*futures)
+        except BROKER_ERRORS as exc:
+            return broker_unavailable(exc)
         return web.json_response({"retried": retried, "skipped": skipped})
