@@ -63,6 +63,13 @@ class ServerLog:
         # aiohttp's message names the remote address: our line does not.
         self.logger.log(level, "bad HTTP connection (%s): %s", reason, type(exc).__name__)
 
+    def debug(self, msg: str, *args: Any, **kw: Any) -> None:
+        # aiohttp logs a first request with a bad method (TLS or junk on the port) at
+        # debug level: kept at debug, but counted like every malformed request.
+        if kw.get("exc_info") is not None and classify(_exception_of(kw)) == "malformed":
+            self.metrics.inc(BAD_CONNECTIONS, reason="malformed")
+        self.logger.debug(msg, *args, **kw)
+
     def error(self, msg: str, *args: Any, **kw: Any) -> None:
         if kw.get("exc_info") and classify(_exception_of(kw)) is not None:
             self.exception(msg, *args, **kw)
