@@ -12,6 +12,12 @@ Two options of aiohttp's server, set before it starts:
   ``ConnectionResetError`` tracebacks.
 
 Neither line names the client's address: an IP address is personal data.
+
+And the listening socket's backlog: aiohttp's default of 128 pending connections is
+filled by a few hundred clients reconnecting after their 429s; a legitimate client's
+SYN is then dropped and retried a second later (measured during the slow-body attack of
+tests/integration/test_hostile_clients.py: the slowest identify 1.07 s with 128, 0.58 s
+with 1024, the rest being two CPU cores shared with the attackers).
 """
 
 from __future__ import annotations
@@ -19,11 +25,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from aiohttp import http_exceptions
+from aiohttp import http_exceptions, web
 
 from app.metrics import Metrics
 
 BAD_CONNECTIONS = "emd_http_bad_connections_total"
+BACKLOG = 1024
 
 
 def _exception_of(kw: dict[str, Any]) -> BaseException | None:
@@ -86,10 +93,24 @@ def server_options(metrics: Metrics) -> dict[str, Any]:
 
 
 def configure(faust_web: Any, metrics: Metrics) -> None:
-    """Apply ``server_options`` to Faust's aiohttp runner, before the server starts.
+    """Apply ``server_options`` and the backlog to Faust's aiohttp web, before it starts.
 
-    Faust builds ``AppRunner(web_app, access_log=None)`` and offers no setting for
-    these; its runner keeps the keyword arguments it hands to aiohttp's ``Server`` in
-    ``_kwargs`` until ``setup()``, so they are added there (checked by a test)."""
+    Faust builds ``AppRunner(web_app, access_log=None)`` and ``TCPSite(runner, bind,
+    port, ssl_context=...)`` and offers no setting for either; its runner keeps the
+    keyword arguments it hands to aiohttp's ``Server`` in ``_kwargs`` until ``setup()``,
+    and it picks the site from ``_transport_handlers``, so both are set there (the
+    integration tests run through them)."""
     runner = faust_web._runner
     runner._kwargs.update(server_options(metrics))
+    conf = faust_web.app.conf
+
+    def tcp_site() -> web.BaseSite:  # Faust's own, plus the backlog
+        return web.TCPSite(
+            runner,
+            conf.web_bind,
+            conf.web_port,
+            ssl_context=conf.web_ssl_context,
+            backlog=BACKLOG,
+        )
+
+    faust_web._transport_handlers["tcp"] = tcp_site

@@ -194,7 +194,7 @@ def test_trickling_anonymous_clients_never_delay_an_authenticated_one(stack):
         "identify_max_ms": round(max(latencies) * 1000, 1),
         "attacker_answers": {str(c): codes.count(c) for c in sorted(set(codes))},
     }
-    print(f"\ntrickle attack: {figures}")
+    print(f"\ntrickle attack: {figures}; latencies ms: {[round(x * 1000) for x in latencies]}")
     record_counts("hostile_clients_trickle", figures)
 
 
