@@ -36,7 +36,8 @@ def broker_unavailable(exc: BaseException) -> web.Response:
     return error(503, "the broker did not answer; retry later", "unavailable", retry_after=5)
 
 
-FETCH_MS = 300
+FETCH_MS = 200
+LOOKUP_SECONDS = 10.0
 ID_PART = re.compile(r"[0-9]{1,19}")
 MAX_PARTITION = 2**31 - 1
 MAX_OFFSET = 2**63 - 1
@@ -130,11 +131,12 @@ class DeadLetterApi:
         """The dead letters at these (partition, offset) pairs, read in one pass.
 
         Every partition concerned is read at once, from its lowest wanted offset, and
-        each fetch resolves every wanted offset it passes; one empty fetch ends the
-        search for whatever is left (offsets past the end, removed by retention, or on a
-        partition the topic does not have). So a retry of many missing ids costs one
-        fetch timeout, not one per id. (The end offset alone cannot tell "missing": the
-        embedded broker under-reports it after a batch produce.)"""
+        each fetch resolves every wanted offset it passes. Offsets before the start
+        (removed by retention) and partitions the topic does not have are missing at
+        once; offsets past the reported end are missing after two empty fetches in a
+        row (the end offset alone cannot tell: the embedded broker under-reports it
+        after a batch produce). So a retry of many missing ids costs two fetch timeouts,
+        not one per id; the whole lookup is bounded by ``LOOKUP_SECONDS``."""
         consumer = await self._consumer()
         found: dict[tuple[int, int], dict[str, Any]] = {}
         try:
@@ -146,19 +148,37 @@ class DeadLetterApi:
             if not wanted:
                 return found
             pending = {p: sorted(set(offs)) for p, offs in wanted.items()}
-            consumer.assign([tps[p] for p in pending])
-            begins = await consumer.beginning_offsets([tps[p] for p in pending])
+            parts = [tps[p] for p in pending]
+            # Offsets before assign: once assigned, the fetcher's long poll (500 ms)
+            # holds the connection and every ListOffsets waits behind it.
+            begins = await consumer.beginning_offsets(parts)
+            ends = await consumer.end_offsets(parts)
+            consumer.assign(parts)
             for part in list(pending):
                 pending[part] = [o for o in pending[part] if o >= begins[tps[part]]]
-            while any(pending.values()):
+            # Never seek past the reported end (out of range: aiokafka resets and
+            # asks again); from there, whatever the end under-reported comes.
+            cursor = {p: min(offs[0], ends[tps[p]]) for p, offs in pending.items() if offs}
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + LOOKUP_SECONDS
+            empty = 0
+            while any(pending.values()) and loop.time() < deadline:
                 active = [p for p, offs in pending.items() if offs]
                 for part in active:
-                    consumer.seek(tps[part], pending[part][0])
+                    consumer.seek(tps[part], cursor[part])
                 batch = await consumer.getmany(
                     *(tps[p] for p in active), timeout_ms=FETCH_MS, max_records=500
                 )
                 if not any(batch.values()):
-                    break  # nothing more anywhere: whatever is left does not exist
+                    # Nothing came. Offsets below the reported end exist: keep fetching
+                    # (a fresh consumer's first fetches can come back empty). Past it,
+                    # two empty fetches in a row mean there is nothing there.
+                    empty += 1
+                    past_end = all(cursor[p] >= ends[tps[p]] for p in active)
+                    if past_end and empty >= 2:
+                        break
+                    continue
+                empty = 0
                 for tp, records in batch.items():
                     offs = pending.get(tp.partition)
                     if not offs or not records:
@@ -172,7 +192,10 @@ class DeadLetterApi:
                                 pass
                     last = records[-1].offset
                     # Offsets below what this fetch reached are resolved: found or gone.
-                    pending[tp.partition] = [o for o in offs if o > last]
+                    left = [o for o in offs if o > last]
+                    pending[tp.partition] = left
+                    if left:
+                        cursor[tp.partition] = max(last + 1, min(left[0], ends[tp]))
         finally:
             await _stop(consumer)
         return found

@@ -132,11 +132,16 @@ class FakeConsumer:
     async def beginning_offsets(self, tps: list[Any]) -> dict[Any, int]:
         return dict.fromkeys(tps, 100)
 
+    async def end_offsets(self, tps: list[Any]) -> dict[Any, int]:
+        return dict.fromkeys(tps, 110)
+
     def seek(self, tp: Any, offset: int) -> None:
         self.position[tp] = offset
 
     async def getmany(self, *tps: Any, timeout_ms: int, max_records: int) -> dict[Any, Any]:
         self.fetches += 1
+        if self.fetches == 1:
+            return {}  # a fresh consumer's first fetch can come back empty
         out = {}
         for tp in tps:
             start = self.position[tp]
@@ -168,7 +173,7 @@ async def test_missing_dead_letters_are_found_missing_in_one_fetch(monkeypatch) 
     found = await api._fetch(wanted + missing)
     assert set(found) == set(wanted)
     assert found[(0, 105)]["n"] == 105
-    assert consumer.fetches <= 3  # not one per id
+    assert consumer.fetches <= 5  # not one per id
     assert consumer.stopped
 
 
