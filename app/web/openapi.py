@@ -70,16 +70,18 @@ TIMESTAMP = {
     "description": "ISO 8601 date-time, e.g. 2026-01-02T03:04:05.678Z (also accepted: "
     "any valid day, a space for T, no offset meaning UTC, a date alone)",
 }
+SPACE = r"\s\u001c-\u001f\u0085"
+"""What Python's ``str.strip`` removes; JSON Schema's (ECMA) whitespace class lacks 1c-1f and 85."""
 USABLE_ID = {
     "type": "string",
     "minLength": 1,
     "maxLength": MAX_ID_LENGTH,
-    "pattern": r"[^\s0-]",
-    "not": {"pattern": rf"^\s*({_PLACEHOLDERS})\s*$"},
+    "pattern": rf"[^{SPACE}\-0]",
+    "not": {"pattern": rf"^[{SPACE}]*({_PLACEHOLDERS})[{SPACE}]*$"},
     "description": "an identifier: not a placeholder such as 'null', 'undefined', "
     "'anonymous', '0', '-1' or all zeros (numbers are accepted too and kept as text)",
 }
-TEXT = {"type": "string", "pattern": r"\S"}
+TEXT = {"type": "string", "pattern": rf"[^{SPACE}]"}
 OBJECT = {"type": "object"}
 
 ERROR_SCHEMA = {
