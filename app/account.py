@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from app.config.model import AccountConfig, Config
 from app.datamaps import DataMaps
 from app.jsonpath import compile_path
+from app.projection import Projection
 from app.rules.machine import RuleSet
 
 
@@ -19,14 +20,32 @@ from app.rules.machine import RuleSet
 class Account:
     name: str
     config: AccountConfig
+    #: the file's ``allowed_lateness``, used when the account sets none
+    default_lateness: float = 0.0
     data_maps: DataMaps = field(init=False)
     rules: RuleSet = field(init=False)
     primary_key_path: tuple[str | int, ...] = field(init=False)
+    #: what a person's lateness window keeps of each event (``app.timeline``)
+    projection: Projection = field(init=False)
 
     def __post_init__(self) -> None:
         self.data_maps = DataMaps(self.config.data_maps)
         self.rules = RuleSet(self.config.rules, self.config.data_maps, salt=self.name)
         self.primary_key_path = compile_path(self.config.primary_key)
+        self.projection = Projection(
+            [
+                self.primary_key_path,
+                *(compile_path(dm.path) for dm in self.config.data_maps),
+                *self.rules.event_paths(),
+            ]
+        )
+
+    @property
+    def allowed_lateness(self) -> float:
+        """Seconds of wall-clock quiet after a person's latest event before their rule
+        deadlines fire (0: no lateness window)."""
+        own = self.config.allowed_lateness
+        return self.default_lateness if own is None else own
 
     @property
     def key_field(self) -> int:
@@ -38,7 +57,10 @@ class Accounts:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.by_name = {name: Account(name, cfg) for name, cfg in config.accounts.items()}
+        self.by_name = {
+            name: Account(name, cfg, default_lateness=config.allowed_lateness)
+            for name, cfg in config.accounts.items()
+        }
         self._keys = [
             (key.encode(), name) for name, cfg in config.accounts.items() for key in cfg.api_keys
         ]

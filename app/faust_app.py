@@ -1,7 +1,12 @@
-"""The Faust application: settings, topics. Agents and tables register themselves on it.
+"""The worker's composition root: the Faust app and every part it runs, built in one place.
 
-Imported only by worker processes (``emarsys-destination worker|dev``); the config comes
-from ``EMD_CONFIG`` (``--config``) and is validated before this module is imported.
+``Worker`` makes the Faust app, its topics and tables, the identity and person stages,
+the sink, the batch pipeline that drives them (``agents.pipeline``) and the web routes,
+and hands each part what it needs; no other module imports a worker or reaches for a
+module-level singleton. ``app.worker`` builds the one worker a process runs (Faust's
+command line needs its ``app``) and is imported only by the CLI and ``dev``.
+
+The config comes from ``EMD_CONFIG`` (``--config``) and is validated before this runs.
 """
 
 from __future__ import annotations
@@ -13,12 +18,25 @@ from typing import Any
 
 import faust
 
-from app import recovery_guard
+from agents.pipeline import Pipeline, TopicNames, subscribe
+from agents.sink import Sink
+from app import profiling, recovery_guard
+from app.batching.consumer import BatchTransport
+from app.batching.sender import Outbox, Partitioner
 from app.config import ConfigError, load_config
 from app.config_topic import ConfigTopic
+from app.delivery import Clients
+from app.emarsys.calls import call_counter
+from app.emarsys.client import EmarsysClient
+from app.recent import RecentDeliveries, RecentEvents
 from app.runtime import Runtime
 from app.settings import Settings
+from app.stages.flow import PartitionFlow
+from app.stages.link import LinkStage
+from app.stages.person import PersonStage
+from app.state_reader import StateReader
 from app.topics import ensure_topics
+from tables import Tables, build_tables
 
 log = logging.getLogger("emd.app")
 
@@ -32,7 +50,7 @@ _DEV_FAUST = {
 }
 
 
-def _load_runtime() -> Runtime:
+def load_runtime() -> Runtime:
     settings = Settings.from_env()
     if not settings.config_path:
         sys.stderr.write("no config: pass --config FILE or set EMD_CONFIG\n")
@@ -45,24 +63,13 @@ def _load_runtime() -> Runtime:
     return Runtime(config, settings)
 
 
-RUNTIME = _load_runtime()
-# EMD_DISABLE_RECOVERY_GUARD=1 only exists to prove the reliability tests fail without it.
-if os.environ.get("EMD_DISABLE_RECOVERY_GUARD") != "1":
-    recovery_guard.install()
-CONFIG = RUNTIME.config
-
-PERSON_TOPIC = RUNTIME.topic_name("person-events")
-EFFECTS_TOPIC = RUNTIME.topic_name("emarsys-effects")
-DEAD_LETTER_TOPIC = RUNTIME.topic_name("dead-letters")
-CONFIG_TOPIC = RUNTIME.topic_name("config")
-
-
-def _faust_settings() -> dict[str, Any]:
+def faust_settings(runtime: Runtime) -> dict[str, Any]:
+    config = runtime.config
     settings: dict[str, Any] = {
-        "broker": RUNTIME.broker_url,
+        "broker": runtime.broker_url,
         "store": "rocksdb://",
-        "topic_partitions": CONFIG.partitions,
-        "topic_replication_factor": CONFIG.replication_factor,
+        "topic_partitions": config.partitions,
+        "topic_replication_factor": config.replication_factor,
         "key_serializer": "raw",
         "value_serializer": "raw",
         "consumer_auto_offset_reset": "earliest",
@@ -72,6 +79,10 @@ def _faust_settings() -> dict[str, Any]:
         "web_host": os.environ.get("EMD_WEB_HOST", "127.0.0.1"),
         "web_in_thread": False,
         "producer_linger": 0.005,
+        # The batch path sends one producer batch per topic partition and transaction.
+        "producer_max_batch_size": 256 * 1024,
+        "producer_max_request_size": 4 * 1024 * 1024,
+        "broker_max_poll_records": 5000,
         "table_standby_replicas": 0,
         "topic_disable_leader": False,
         # Faust's own /table and /router views serve table contents (personal data)
@@ -79,9 +90,9 @@ def _faust_settings() -> dict[str, Any]:
         "web_tables_enabled": False,
         "web_router_enabled": False,
     }
-    if RUNTIME.settings.dev:
+    if runtime.settings.dev:
         settings.update(_DEV_FAUST)
-    settings.update(CONFIG.faust)
+    settings.update(config.faust)
     # Not overridable: these views would serve personal data without authentication.
     settings.update(web_tables_enabled=False, web_router_enabled=False)
     return settings
@@ -94,92 +105,177 @@ def _drop_faust_index() -> None:
     web_driver.Web.production_blueprints = []
 
 
-_drop_faust_index()
-
-
 class EmdApp(faust.App):
-    """Creates every topic before Faust's consumer and producer touch the broker."""
+    """Faust's app with the batch consumer; start and stop belong to its ``Worker``."""
+
+    worker: Worker | None = None
+
+    def _new_transport(self) -> Any:
+        return BatchTransport(self.conf.broker_consumer, self)
 
     async def on_first_start(self) -> None:
         await super().on_first_start()
-        n = CONFIG.partitions
-        topics = {
-            CONFIG.input_topic: n,
-            PERSON_TOPIC: n,
-            EFFECTS_TOPIC: n,
-            DEAD_LETTER_TOPIC: n,
-        }
-        for table in self.tables.values():
-            topics[table.changelog_topic.get_topic_name()] = n
-        topics[CONFIG_TOPIC] = 1
-        retention_ms = str(int(CONFIG.dedupe_window * 2 * 1000))
+        if self.worker is not None:
+            await self.worker.on_first_start()
+
+    async def on_stop(self) -> None:
+        if self.worker is not None:
+            await self.worker.on_stop()
+        await super().on_stop()
+
+
+class Worker:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        config = runtime.config
+        # EMD_DISABLE_RECOVERY_GUARD=1 only exists to prove the reliability tests fail
+        # without it.
+        if os.environ.get("EMD_DISABLE_RECOVERY_GUARD") != "1":
+            recovery_guard.install()
+        _drop_faust_index()
+        app = self.app = EmdApp(config.app_id, autodiscover=False, **faust_settings(runtime))
+        app.worker = self
+        n = config.partitions
+        self.names = TopicNames(
+            input=config.input_topic,
+            person=runtime.topic_name("person-events"),
+            effects=runtime.topic_name("emarsys-effects"),
+            dead=runtime.topic_name("dead-letters"),
+        )
+        self.config_topic_name = runtime.topic_name("config")
+
+        def topic(name: str) -> Any:
+            return app.topic(name, key_type=bytes, value_type=bytes, partitions=n, internal=False)
+
+        self.input_topic = topic(self.names.input)
+        self.person_topic = topic(self.names.person)
+        self.effects_topic = topic(self.names.effects)
+        self.dead_letter_topic = topic(self.names.dead)
+        self.tables: Tables = build_tables(app, n, config.dedupe_window)
+        self.live_config = ConfigTopic(runtime, self.config_topic_name)
+        self.recent_events = RecentEvents()
+        self.recent_deliveries = RecentDeliveries()
+        accounts = lambda: runtime.accounts  # noqa: E731 - the live config can replace them
+        self.link = LinkStage(accounts, runtime.metrics, lambda: runtime.config.dedupe_window)
+        self.person = PersonStage(accounts, runtime.metrics, self.recent_events, self.link)
+        self.partitioner = Partitioner(n)
+        self.outbox = Outbox(
+            lambda: app.producer._ensure_producer(),  # type: ignore[attr-defined]
+            self.partitioner,
+            self.names.logical(),
+        )
+        self.sink = Sink(
+            runtime,
+            Clients(
+                lambda account, cfg: EmarsysClient(
+                    account, cfg, on_response=call_counter(runtime.metrics, account)
+                )
+            ),
+            self.recent_deliveries,
+            self.outbox,
+            batch_size=lambda: runtime.config.sink.batch_size,
+            flush_interval=lambda: runtime.config.sink.flush_interval,
+        )
+        self.pipeline = Pipeline(
+            app,
+            self.names,
+            self.tables,
+            PartitionFlow(self.link, self.person, self.partitioner),
+            self.sink,
+            self.partitioner,
+        )
+        subscribe(app, [self.input_topic, self.person_topic, self.effects_topic])
+        self.state = StateReader(
+            app, self.tables, self.recent_events, self.recent_deliveries, self.names.person, n
+        )
+        self.lag = LagGauge(self)
+        app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
+        app.timer(5.0)(self.lag.refresh_quietly)
+
+    async def _on_assigned(self, sender: Any, *args: Any, **kwargs: Any) -> None:
+        self.pipeline.partitions_assigned()
+
+    async def on_first_start(self) -> None:
+        """Every topic exists before Faust's consumer and producer touch the broker; the
+        live config is read before any event is processed."""
+        config = self.runtime.config
+        n = config.partitions
+        topics = {name: n for name in (self.names.input, self.names.person, self.names.effects)}
+        topics[self.names.dead] = n
+        changelogs = {t.changelog_topic.get_topic_name() for t in self.tables.all()}
+        topics.update(dict.fromkeys(changelogs, n))
+        topics[self.config_topic_name] = 1
+        retention_ms = str(int(config.dedupe_window * 2 * 1000))
         await ensure_topics(
-            RUNTIME.broker_url,
+            self.runtime.broker_url,
             topics,
-            replication=CONFIG.replication_factor,
-            compacted={t.changelog_topic.get_topic_name() for t in self.tables.values()}
-            | {CONFIG_TOPIC},
+            replication=config.replication_factor,
+            compacted=changelogs | {self.config_topic_name},
             configs={
-                self.tables["dedupe"].changelog_topic.get_topic_name(): {
+                self.tables.dedupe.changelog_topic.get_topic_name(): {
                     "cleanup.policy": "compact,delete",
                     "retention.ms": retention_ms,
                 }
             },
         )
         # Console edits win over the file: apply them before any event is processed.
-        await LIVE_CONFIG.load()
-        LIVE_CONFIG.start_following()
-        from app.web.routes import install_routes
+        await self.live_config.load()
+        self.live_config.start_following()
+        self.app.consumer.batch_handler = self.pipeline  # type: ignore[attr-defined]
+        profiling.start()
+        from app.web.routes import WebServices, install_routes
 
-        install_routes(self, RUNTIME, config_loaded=lambda: LIVE_CONFIG.loaded)
+        install_routes(
+            self.app,
+            self.runtime,
+            WebServices(
+                outbox=self.outbox,
+                live_config=self.live_config,
+                dead_letter_topic=self.names.dead,
+                state=self.state,
+            ),
+        )
 
     async def on_stop(self) -> None:
-        await END_OFFSETS.stop()
-        await LIVE_CONFIG.stop()
-        await super().on_stop()
+        profiling.stop()
+        await self.sink.stop()
+        await self.lag.stop()
+        await self.live_config.stop()
 
 
-app = EmdApp(CONFIG.app_id, autodiscover=False, **_faust_settings())
-LIVE_CONFIG = ConfigTopic(RUNTIME, CONFIG_TOPIC)
+class LagGauge:
+    """``emd_consumer_lag``: per topic, the partitions' end offsets minus the committed
+    offsets. The consumer's own highwater comes from fetch responses, and a paused
+    partition (the sink while Emarsys is down) is not fetched: the lag would freeze while
+    the backlog grows. A plain ListOffsets from a consumer of our own (no group), every
+    few seconds, keeps it true. (The embedded broker under-reports an end by a record or
+    two after a batch produce; a gauge can live with that.)"""
 
-input_topic = app.topic(
-    CONFIG.input_topic, key_type=bytes, value_type=bytes, partitions=CONFIG.partitions
-)
-person_topic = app.topic(
-    PERSON_TOPIC, key_type=bytes, value_type=bytes, partitions=CONFIG.partitions, internal=False
-)
-effects_topic = app.topic(
-    EFFECTS_TOPIC, key_type=bytes, value_type=bytes, partitions=CONFIG.partitions
-)
-dead_letter_topic = app.topic(
-    DEAD_LETTER_TOPIC, key_type=bytes, value_type=bytes, partitions=CONFIG.partitions
-)
-
-
-class _EndOffsets:
-    """End offsets of the partitions the lag gauge reports, listed every few seconds.
-
-    The consumer's own highwater comes from fetch responses, and flow control stops
-    fetching a partition whose buffer is full (the sink while Emarsys is down): the lag
-    would freeze at a few thousand while the backlog grows without bound. A plain
-    ListOffsets from a consumer of our own (no group) keeps it true. (The embedded
-    broker under-reports an end by a record or two after a batch produce; a gauge can
-    live with that.)"""
-
-    def __init__(self) -> None:
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
         self.ends: dict[Any, int] = {}
         self._consumer: Any = None
+        names = worker.names
+        self.topics = (names.input, names.person, names.effects)
+        worker.runtime.metrics.gauge("emd_consumer_lag", self.lag)
+
+    async def refresh_quietly(self) -> None:
+        try:
+            await self.refresh()
+        except Exception:  # a gauge: never let it disturb the worker
+            log.debug("listing end offsets failed", exc_info=True)
 
     async def refresh(self) -> None:
         from aiokafka import TopicPartition
 
         from app.topic_reader import consumer_for
 
-        tps = [tp for tp in app.assignor.assigned_actives() if tp.topic in _LAG_TOPICS]
+        app = self.worker.app
+        tps = [tp for tp in app.assignor.assigned_actives() if tp.topic in self.topics]
         if not tps:
             return
         if self._consumer is None:
-            consumer = consumer_for(RUNTIME.broker_url, "emd-lag")
+            consumer = consumer_for(self.worker.runtime.broker_url, "emd-lag")
             await consumer.start()
             self._consumer = consumer
         listed = await self._consumer.end_offsets(
@@ -187,37 +283,21 @@ class _EndOffsets:
         )
         self.ends = {tp: listed[TopicPartition(tp.topic, tp.partition)] for tp in tps}
 
+    def lag(self) -> dict[tuple[tuple[str, str], ...], float]:
+        app = self.worker.app
+        lag: dict[tuple[tuple[str, str], ...], float] = {}
+        consumer = app.consumer
+        committed = getattr(consumer, "_committed_offset", {})
+        for tp in app.assignor.assigned_actives():
+            if tp.topic not in self.topics:
+                continue
+            high = max(consumer.highwater(tp) or 0, self.ends.get(tp, 0))
+            done = committed.get(tp) or 0
+            key = (("topic", tp.topic),)
+            lag[key] = lag.get(key, 0.0) + max(0, high - done)
+        return lag
+
     async def stop(self) -> None:
         if self._consumer is not None:
             await self._consumer.stop()
             self._consumer = None
-
-
-_LAG_TOPICS = (CONFIG.input_topic, PERSON_TOPIC, EFFECTS_TOPIC)
-END_OFFSETS = _EndOffsets()
-
-
-@app.timer(5.0)
-async def _refresh_end_offsets() -> None:
-    try:
-        await END_OFFSETS.refresh()
-    except Exception:  # a gauge: never let it disturb the worker
-        log.debug("listing end offsets failed", exc_info=True)
-
-
-def _consumer_lag() -> dict[tuple[tuple[str, str], ...], float]:
-    """Per topic: the partitions' end offset minus the committed offset, summed."""
-    lag: dict[tuple[tuple[str, str], ...], float] = {}
-    consumer = app.consumer
-    committed = getattr(consumer, "_committed_offset", {})
-    for tp in app.assignor.assigned_actives():
-        if tp.topic not in _LAG_TOPICS:
-            continue
-        high = max(consumer.highwater(tp) or 0, END_OFFSETS.ends.get(tp, 0))
-        done = committed.get(tp) or 0
-        key = (("topic", tp.topic),)
-        lag[key] = lag.get(key, 0.0) + max(0, high - done)
-    return lag
-
-
-RUNTIME.metrics.gauge("emd_consumer_lag", _consumer_lag)

@@ -76,6 +76,24 @@ def routing_id(message: dict) -> str | None:
     return usable_id(message.get("anonymousId")) or usable_id(message.get("userId"))
 
 
+def partition_id(message: dict) -> str | None:
+    """The id an event is keyed by on the input topic (after ``account \x1f``).
+
+    An event carrying a userId is keyed by its person (``u:ID``): it lands in the
+    partition that holds the user's record, where the identity stage hands it to the
+    person stage in the same transaction, with no hop through person-events. So is an
+    alias (by its new userId). Anonymous events are keyed by their anonymousId, where
+    that id's link lives. The user's partition asks the other id's partition for a link
+    (``link`` records, in the user's own order: an alias before the events after it)
+    when an alias names a previousId or an event an anonymousId new to the user."""
+    user_id = usable_id(message.get("userId"))
+    if user_id is not None:
+        return user_person(user_id)
+    if message.get("type") == "alias":
+        return None  # an alias needs its userId
+    return usable_id(message.get("anonymousId"))
+
+
 @dataclass(frozen=True, slots=True)
 class Resolution:
     """Where an event goes and what it changes in the link table."""

@@ -20,7 +20,7 @@ _HELP = {
     "emd_emarsys_calls_total": "Emarsys API calls by operation and outcome",
     "emd_emarsys_contacts_total": "contacts or triggers sent to Emarsys by operation and outcome",
     "emd_dead_letters_total": "records written to the dead-letter topic",
-    "emd_effects_resent_total": "unacknowledged effects sent again after a restart or rebalance",
+    "emd_deliveries_reported_total": "Emarsys outcomes recorded in persons' delivery logs",
     "emd_sink_backlog": "effects waiting in the Emarsys sink",
     "emd_consumer_lag": "messages between the committed offset and the end of each partition",
     "emd_http_bad_connections_total": "HTTP connections broken by the client (disconnected, "

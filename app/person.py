@@ -53,6 +53,19 @@ class Outcome:
     transitions: list[Effect] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     pk_before: str | None = None
+    #: signed funnel counts ``(rule, kind, hour) -> n`` when they are not simply the
+    #: transitions (a re-applied lateness window takes back what the old order counted)
+    funnel: dict[tuple[str, str, int], int] | None = None
+
+    def funnel_counts(self) -> dict[tuple[str, str, int], int]:
+        """``(rule, kind, hour start) -> n`` to add to the funnel (n may be negative)."""
+        if self.funnel is not None:
+            return self.funnel
+        counts: dict[tuple[str, str, int], int] = {}
+        for t in self.transitions:
+            key = (t.rule, t.kind, int(t.at // 3600 * 3600))
+            counts[key] = counts.get(key, 0) + 1
+        return counts
 
 
 def iso_z(ts: float) -> str:
@@ -70,7 +83,7 @@ def primary_key_value(account: Account, message: dict[str, Any]) -> str | None:
     return None if is_placeholder(text) else text
 
 
-def _contact_update(account: Account, person: str, record: dict[str, Any], at: float):
+def contact_update(account: Account, person: str, record: dict[str, Any], at: float):
     """The upsert carrying the fields whose value differs from what Emarsys holds."""
     pk = record["pk"]
     if pk is None:
@@ -94,7 +107,7 @@ def _contact_update(account: Account, person: str, record: dict[str, Any], at: f
     }
 
 
-def _trigger_effects(
+def trigger_effects(
     account: Account, person: str, record: dict[str, Any], transitions: list[Effect]
 ) -> list[dict[str, Any]]:
     out = []
@@ -150,7 +163,7 @@ def _touch_times(record: dict[str, Any], t: float) -> bool:
     return changed
 
 
-def _refresh_due(account: Account, record: dict[str, Any]) -> bool:
+def refresh_due(account: Account, record: dict[str, Any]) -> bool:
     due = account.rules.next_deadline(record["rules"])
     if due != record.get("due"):
         record["due"] = due
@@ -167,11 +180,14 @@ def apply_event(
     message_id: str,
     event_time: float,
     now: float | None = None,
+    emit_contact: bool = True,
 ) -> Outcome:
     """An identify/track/page/screen/group/alias event for ``person``.
 
     ``now`` (live: wall-clock time) caps the event time: a client clock running ahead must
-    not push rule deadlines into the future. Replay passes ``None``.
+    not push rule deadlines into the future. Replay passes ``None``. ``emit_contact``
+    False leaves the contact update out (``app.timeline`` re-applying a window computes
+    one update at its end, so a re-applied old value is never sent on the way).
     """
     if now is not None and event_time > now:
         event_time = now
@@ -191,10 +207,11 @@ def apply_event(
         if vals.get(name) != value:
             vals[name] = value
             out.changed = True
-    update = _contact_update(account, person, rec, event_time)
-    if update is not None:
-        out.effects.append(update)
-        out.changed = True
+    if emit_contact:
+        update = contact_update(account, person, rec, event_time)
+        if update is not None:
+            out.effects.append(update)
+            out.changed = True
     if message.get("type") != "delete":
         ev = EventInput(
             message=message,
@@ -209,8 +226,8 @@ def apply_event(
         out.changed |= rec["rules"].get("v") != version
         if transitions:
             out.transitions = transitions
-            out.effects += _trigger_effects(account, person, rec, transitions)
-    out.changed |= _refresh_due(account, rec)
+            out.effects += trigger_effects(account, person, rec, transitions)
+    out.changed |= refresh_due(account, rec)
     return out
 
 
@@ -222,22 +239,44 @@ def apply_clock(account: Account, person: str, record: dict[str, Any], now: floa
     out.changed = record["rules"].get("v") != version
     if transitions:
         out.transitions = transitions
-        out.effects += _trigger_effects(account, person, record, transitions)
-    out.changed |= _refresh_due(account, record)
+        out.effects += trigger_effects(account, person, record, transitions)
+    out.changed |= refresh_due(account, record)
     return out
 
 
 def export_for_merge(record: dict[str, Any], into: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Hand this person's state to ``into``: returns (state to send, forwarding tombstone)."""
-    return dict(record), {"fwd": into}
+    """Hand this person's state to ``into``: returns (state to send, forwarding tombstone).
+
+    The lateness window (``w``) stays behind: it orders this person's own inputs, and the
+    receiver orders the merge among its own (``app.timeline``)."""
+    return {k: v for k, v in record.items() if k != "w"}, {"fwd": into}
 
 
 def apply_merge(
-    account: Account, person: str, record: dict[str, Any] | None, other: dict[str, Any], at: float
+    account: Account,
+    person: str,
+    record: dict[str, Any] | None,
+    other: dict[str, Any],
+    at: float,
+    *,
+    source: str | None = None,
+    emit_contact: bool = True,
 ) -> Outcome:
-    """Another person's state (an anonymous visitor, an aliased old userId) joins ``person``."""
+    """Another person's state (an anonymous visitor, an aliased old userId) joins ``person``.
+
+    ``at`` is the event time of the event that linked them. The other person's own
+    deadlines up to ``at`` fire first, as ``source`` (replay fires them there before the
+    linking event; live they may still be waiting out the other's lateness window): a
+    wait that ended while the visitor was anonymous is that visitor's, undeliverable
+    without a contact key, exactly as replay says. ``other`` is consumed (mutated).
+    """
     rec = new_record() if record is None else record
     out = Outcome(rec, changed=True, pk_before=rec["pk"])
+    if source is not None and other.get("rules"):
+        before = account.rules.on_clock(other["rules"], at, other.get("vals") or {})
+        if before:
+            out.transitions += before
+            out.effects += trigger_effects(account, source, _identity_view(other), before)
     for anon in other.get("anon", []):
         if anon not in rec["anon"]:
             rec["anon"].append(anon)
@@ -255,16 +294,22 @@ def apply_merge(
         rec["pk"] = other["pk"]
         rec["sent"], rec["acked"] = dict(other.get("sent") or {}), dict(other.get("acked") or {})
     merge_states(rec["rules"], other.get("rules") or new_state())
-    update = _contact_update(account, person, rec, at)
-    if update is not None:
-        out.effects.append(update)
+    if emit_contact:
+        update = contact_update(account, person, rec, at)
+        if update is not None:
+            out.effects.append(update)
     # A merge can leave two instances where one is allowed: the clock run resolves it.
     transitions = account.rules.on_clock(rec["rules"], at, rec["vals"])
     if transitions:
-        out.transitions = transitions
-        out.effects += _trigger_effects(account, person, rec, transitions)
-    _refresh_due(account, rec)
+        out.transitions += transitions
+        out.effects += trigger_effects(account, person, rec, transitions)
+    refresh_due(account, rec)
     return out
+
+
+def _identity_view(record: dict[str, Any]) -> dict[str, Any]:
+    """The fields ``trigger_effects`` reads, from a record that may be partial."""
+    return {"pk": record.get("pk"), "uid": record.get("uid")}
 
 
 def apply_delivery(record: dict[str, Any], delivery: dict[str, Any]) -> bool:

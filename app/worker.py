@@ -1,11 +1,14 @@
-"""Everything a worker runs: the app, its tables and its agents (import for effect)."""
+"""The one worker this process runs; imported only by the command line and ``dev``.
+
+Faust's command line (``app.main()``) needs an app object; everything else receives the
+parts it needs from ``app.faust_app.Worker``, never from here.
+"""
 
 from __future__ import annotations
 
-import agents.link
-import agents.person
-import agents.sink
-import tables
-from app.faust_app import app
+from app.faust_app import Worker, load_runtime
 
-__all__ = ["agents", "app", "tables"]
+worker = Worker(load_runtime())
+app = worker.app
+
+__all__ = ["app", "worker"]

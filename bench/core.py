@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from app.account import Account
+from app.account import Account, Accounts
 from app.config.model import AccountConfig, DataMapConfig, RuleConfig
 from app.datamaps import DataMaps
 from app.envelope import dumps, loads
@@ -177,6 +177,57 @@ def bench_person(messages: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def bench_stages(messages: Sequence[dict[str, Any]], batch: int = 500) -> dict[str, Any]:
+    """The worker's two stages without Faust or a broker (``app.stages``: what each
+    fetch costs in decisions): the identity stage over the events as the input topic
+    holds them, then the person stage over what it sent, in batches per partition, with
+    dict tables and the production lateness window."""
+    from app.batching.sender import Partitioner
+    from app.config.model import Config
+    from app.metrics import Metrics
+    from app.recent import RecentEvents
+    from app.stages.link import LinkStage
+    from app.stages.person import PersonStage
+    from app.stages.state import PERSON, DictTables, Record
+    from bench.events import encode
+
+    cfg = Config.model_validate({"accounts": {ACCOUNT: account_dict()}})
+    accounts = Accounts(cfg)
+    metrics, tables = Metrics(), DictTables()
+    link = LinkStage(lambda: accounts, metrics, lambda: cfg.dedupe_window)
+    person = PersonStage(lambda: accounts, metrics, RecentEvents(), link)
+    partition = Partitioner(8)
+
+    def by_partition(records: list[tuple[bytes, bytes]]) -> dict[int, list[Record]]:
+        out: dict[int, list[Record]] = {}
+        for i, (k, v) in enumerate(records):
+            p = partition(k)
+            out.setdefault(p, []).append(Record(k, v, p, i))
+        return out
+
+    inputs = by_partition(encode(messages, ACCOUNT))
+    now = time.time()
+    start = time.perf_counter()
+    sent = []
+    for p, recs in inputs.items():
+        for i in range(0, len(recs), batch):
+            sent += link.handle(p, recs[i : i + batch], tables, now)
+    link_s = time.perf_counter() - start
+    persons = by_partition([(o.key, o.value) for o in sent if o.topic == PERSON])
+    start = time.perf_counter()
+    for p, recs in persons.items():
+        for i in range(0, len(recs), batch):
+            person.handle(p, recs[i : i + batch], tables, now)
+    person_s = time.perf_counter() - start
+    n = len(messages)
+    return {
+        "link_events_per_s": n / link_s,
+        "person_events_per_s": n / person_s,
+        "events_per_s": n / (link_s + person_s),
+        "person_records": sum(len(v) for v in persons.values()),
+    }
+
+
 def run_core(
     events: int = 20_000,
     users: int = 10_000,
@@ -193,4 +244,5 @@ def run_core(
         ],
         "datamaps": bench_datamaps(msgs, min_seconds=min_seconds),
         "person": bench_person(msgs),
+        "stages": bench_stages(msgs),
     }

@@ -22,7 +22,7 @@ from typing import Any
 
 from app import keys
 from app.envelope import dumps
-from app.identity import routing_id
+from app.identity import partition_id
 
 FIRST = ["Ann", "Ben", "Carla", "David", "Eva", "Farid", "Greta", "Hugo", "Ines", "Jonas"]
 LAST = ["Müller", "Schmidt", "Novak", "Dubois", "Rossi", "García", "Smith", "Kowalski"]
@@ -231,7 +231,7 @@ def encode(messages: list[dict[str, Any]], account: str) -> list[tuple[bytes, by
     """(key, value) records as the app's ingest writes them: key ``account \\x1f routing id``."""
     out = []
     for msg in messages:
-        rid = routing_id(msg)
+        rid = partition_id(msg)
         assert rid is not None
         out.append((keys.key(account, rid), dumps(msg)))
     return out

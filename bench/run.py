@@ -498,6 +498,15 @@ def render(r: dict[str, Any]) -> str:
             f"{pe['upserts_per_event']:.2f} upserts per event",
         )
     )
+    sg = core["stages"]
+    rows.append(
+        (
+            "core: the identity + person stages (`app.stages`, no Faust, no broker)",
+            sg["events_per_s"],
+            f"identity {sg['link_events_per_s']:,.0f}/s, person {sg['person_events_per_s']:,.0f}/s "
+            f"({sg['person_records']:,} person records)",
+        )
+    )
     st = pe["state"]
     ratios = r["ratios"]
     sim = p["simulator"]

@@ -176,6 +176,8 @@ class AccountConfig(_Strict):
     emarsys: EmarsysConfig
     data_maps: list[DataMapConfig] = Field(default_factory=list)
     rules: list[RuleConfig] = Field(default_factory=list)
+    #: this account's lateness window; None takes the file's ``allowed_lateness``
+    allowed_lateness: Duration | None = None
 
     @field_validator("api_keys")
     @classmethod
@@ -209,6 +211,10 @@ class Config(_Strict):
     replication_factor: int = Field(default=1, ge=1)
     default_account: str | None = None
     dedupe_window: Duration = 86400.0
+    #: How long (wall clock) a person's rule deadlines wait after their latest event, so
+    #: events delivered late or out of order are applied in event-time order first
+    #: (``app.timeline``). 0 turns the window off: inputs apply in arrival order.
+    allowed_lateness: Duration = 60.0
     sink: SinkConfig = Field(default_factory=SinkConfig)
     faust: dict[str, Any] = Field(default_factory=dict)
     accounts: dict[str, AccountConfig] = Field(min_length=1)

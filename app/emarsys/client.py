@@ -99,6 +99,16 @@ class TriggerResult:
     reply: Reply | None = None
 
 
+@dataclass(frozen=True)
+class CatalogEntry:
+    """One entry of the account's catalog (a field, an external event, a contact list) as
+    the console shows it; ``type`` is a field's ``application_type`` (else None)."""
+
+    id: int
+    name: str
+    type: str | None = None
+
+
 @dataclass
 class ContactData:
     """``contacts`` as field id -> value (plus Emarsys's ``id``); ``errors`` per key value
@@ -490,6 +500,21 @@ class EmarsysClient:
         )
         return ContactData(contacts, errors, reply)
 
+    # -- the account's catalog (read only) ------------------------------------------------
+
+    async def list_fields(self) -> list[CatalogEntry]:
+        """``GET /field/translate/en``: every contact field (system and custom) with its
+        English name and ``application_type``."""
+        return _catalog(await self.call("GET", "/field/translate/en"), "application_type")
+
+    async def list_events(self) -> list[CatalogEntry]:
+        """``GET /event``: the account's external events (automation triggers)."""
+        return _catalog(await self.call("GET", "/event"))
+
+    async def list_contact_lists(self) -> list[CatalogEntry]:
+        """``GET /contactlist``: the account's contact lists."""
+        return _catalog(await self.call("GET", "/contactlist"))
+
     # -- external events -------------------------------------------------------------------
 
     async def trigger_event(self, event_id: int, items: list[dict[str, Any]]) -> TriggerResult:
@@ -570,6 +595,25 @@ class EmarsysClient:
             return self._events[name]
         folded = [eid for n, eid in self._events.items() if n.casefold() == name.casefold()]
         return folded[0] if len(folded) == 1 else None
+
+
+def _catalog(reply: Reply, type_key: str | None = None) -> list[CatalogEntry]:
+    """Rows ``{id, name, ...}`` of a list answer, read defensively: Emarsys sends ids as
+    strings or numbers; a row without a usable id or name is skipped, not fatal."""
+    if reply.reply_code not in (None, 0):
+        raise EmarsysRejected(reply.status, reply.reply_code, reply.reply_text)
+    rows = reply.data if isinstance(reply.data, list) else []
+    out: list[CatalogEntry] = []
+    for row in rows:
+        if not isinstance(row, Mapping):
+            continue
+        eid = _to_int(row.get("id"))
+        name = row.get("name")
+        if eid is None or not isinstance(name, str):
+            continue
+        kind = row.get(type_key) if type_key else None
+        out.append(CatalogEntry(eid, name, kind if isinstance(kind, str) else None))
+    return out
 
 
 def _check_size(body: Mapping[str, Any], limit: int) -> None:

@@ -36,7 +36,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -74,7 +74,35 @@ class ManualClock:
 
 
 def _default_events() -> list[dict[str, Any]]:
-    return [{"id": 1234, "name": "segment.com test event"}]
+    return [
+        {"id": 1234, "name": "segment.com test event"},
+        {"id": 1301, "name": "Cart abandoned"},
+        {"id": 1302, "name": "Welcome series"},
+        {"id": 1303, "name": "Back in stock"},
+    ]
+
+
+def _default_custom_fields() -> list[dict[str, Any]]:
+    """A few account-specific fields, as a real account has them (ids are per account)."""
+    return [
+        {"id": 4711, "name": "Loyalty tier", "application_type": "shorttext"},
+        {"id": 4712, "name": "Lifetime value", "application_type": "numeric"},
+        {"id": 4713, "name": "Last order date", "application_type": "date"},
+        {
+            "id": 4714,
+            "name": "Preferred channel",
+            "application_type": "singlechoice",
+            "choices": [1, 2, 3],
+        },
+    ]
+
+
+def _default_contact_lists() -> list[dict[str, Any]]:
+    return [
+        {"id": 750504658, "name": "Newsletter subscribers"},
+        {"id": 750504659, "name": "VIP customers"},
+        {"id": 750504660, "name": "Cart abandoners"},
+    ]
 
 
 @dataclass
@@ -83,8 +111,10 @@ class SimulatorOptions:
 
     ``outage`` is a ``(start, end)`` window in clock seconds during which every API and token
     call answers 503. ``custom_fields`` entries are ``{id, name, application_type}`` with an
-    optional ``choices`` list of ids for ``singlechoice`` fields. A ``rate_limit_per_minute``
-    of 0 disables rate limiting.
+    optional ``choices`` list of ids for ``singlechoice`` fields (a few by default, as an
+    account has). ``events`` and ``contact_lists`` are ``{id, name}``: the account's
+    external events and contact lists. A ``rate_limit_per_minute`` of 0 disables rate
+    limiting.
     """
 
     oauth_clients: dict[str, str] = field(default_factory=lambda: {"demo-client": "demo-secret"})
@@ -94,8 +124,9 @@ class SimulatorOptions:
     error_rate: float = 0.0
     latency: float = 0.0
     outage: tuple[float, float] | None = None
-    custom_fields: list[dict[str, Any]] = field(default_factory=list)
+    custom_fields: list[dict[str, Any]] = field(default_factory=_default_custom_fields)
     events: list[dict[str, Any]] = field(default_factory=_default_events)
+    contact_lists: list[dict[str, Any]] = field(default_factory=_default_contact_lists)
     seed: int | None = None
     clock: Callable[[], float] = time.time
 
@@ -362,6 +393,9 @@ class Simulator:
         self._index: dict[str, dict[str, set[int]]] = {}
         self._next_id = 100000001
         self.lists: dict[int, set[int]] = {}
+        self.list_names: dict[int, tuple[str, float]] = {
+            int(c["id"]): (str(c["name"]), self.started_at) for c in self.options.contact_lists
+        }
         self.events: dict[int, str] = {int(e["id"]): str(e["name"]) for e in self.options.events}
         self.fired: list[dict[str, Any]] = []
         self._fired_by_trigger: dict[tuple[int, str], dict[str, Any]] = {}
@@ -828,6 +862,21 @@ class Simulator:
                 inserted += 1
         return self._ok({"inserted_contacts": inserted, "errors": errors})
 
+    async def list_contact_lists(self, request: web.Request) -> web.Response:
+        # Emarsys gives ids as strings and ``created`` as "YYYY-MM-DD HH:MM:SS" (UTC);
+        # type 0 is a plain (static) list.
+        return self._ok(
+            [
+                {
+                    "id": str(lid),
+                    "name": name,
+                    "created": datetime.fromtimestamp(created, UTC).strftime("%Y-%m-%d %H:%M:%S"),
+                    "type": 0,
+                }
+                for lid, (name, created) in sorted(self.list_names.items())
+            ]
+        )
+
     # -- external events -----------------------------------------------------------------
 
     async def list_events(self, request: web.Request) -> web.Response:
@@ -1096,6 +1145,7 @@ def _copy_options(options: SimulatorOptions) -> SimulatorOptions:
             outage=options.outage,
             custom_fields=options.custom_fields,
             events=options.events,
+            contact_lists=options.contact_lists,
             seed=options.seed,
         )
     )
@@ -1121,6 +1171,7 @@ def create_app(options: SimulatorOptions | None = None) -> web.Application:
         r.add_get(prefix + "/event", sim.list_events)
         r.add_post(prefix + "/event", sim.create_event)
         r.add_post(prefix + "/event/{event_id}/trigger", sim.trigger)
+        r.add_get(prefix + "/contactlist", sim.list_contact_lists)
         r.add_post(prefix + "/contactlist/{list_id}/add", sim.list_add)
     r.add_get("/_sim/contacts", sim.sim_contacts)
     r.add_get("/_sim/lists", sim.sim_lists)

@@ -22,10 +22,10 @@ Per input, in the live agents' order:
 5. The link is stored; the event is applied to its person (``apply_event(now=None)``:
    replay never clamps event times), following ``{"fwd": X}`` records like the live
    ``forward`` (at most ``MAX_FORWARDS`` hops). Then each ``merge_from`` person with a
-   record is merged into the resolved person (``apply_merge`` at the clock) and replaced
-   by ``{"fwd": person}``. Event first, merged state second: live, the link agent sends
-   the event straight to the user's partition while the anonymous state makes a round
-   trip through its own partition, so the event usually reaches the user first.
+   record is merged into the resolved person (``apply_merge`` at the linking event's
+   time, the merged person's own deadlines up to it first) and replaced by
+   ``{"fwd": person}``. Event first, merged state second; live, the state usually
+   reaches the user later still, and ``app.timeline`` puts it back in this place.
    ``type: delete`` forgets the person (the identity links stay, as live).
 6. Deadlines that the event itself left at or before the clock (a late event) fire.
 
@@ -210,7 +210,7 @@ class Replay:
                 )
                 self._record(acct, key, out, lines)
         for source in res.merge_from:
-            lines += self._merge(acct, source, res.person, msg.message_id)
+            lines += self._merge(acct, source, res.person, msg.message_id, t)
         lines += self._fire_due()
         return lines
 
@@ -279,10 +279,16 @@ class Replay:
             person = record["fwd"]
         raise _Forwarding(person)
 
-    def _merge(self, acct: Account, source: str, into: str, message_id: str) -> list[dict]:
-        """agents/person.py ``on_merge_out`` then the ``state`` message at ``into``."""
+    def _merge(
+        self, acct: Account, source: str, into: str, message_id: str, at: float
+    ) -> list[dict]:
+        """The live hand-off: ``source`` exports its state, ``into`` merges it at ``at``,
+        the linking event's time (``app.timeline`` orders it there live)."""
         skey = (acct.name, source)
         state = self.persons.get(skey)
+        if state is None and source.startswith("u:") and into != source:
+            self.persons[skey] = {"fwd": into}  # an aliased userId with no state forwards
+            return []
         if state is None or "fwd" in state or into == source:
             return []
         state, self.persons[skey] = export_for_merge(state, into)
@@ -291,8 +297,7 @@ class Replay:
         except _Forwarding:
             return [self._reject(acct.name, message_id, FORWARDING_LOOP)]
         tkey = (acct.name, target)
-        assert self.clock is not None
-        out = apply_merge(acct, target, self.persons.get(tkey), state, self.clock)
+        out = apply_merge(acct, target, self.persons.get(tkey), state, at, source=source)
         lines: list[dict] = []
         self._record(acct, tkey, out, lines)
         return lines
@@ -334,9 +339,9 @@ class Replay:
         self.persons[key] = record
         if out.changed and record.get("due") is not None:
             heapq.heappush(self.deadlines, (record["due"], *key))
-        for t in out.transitions:
-            if t.kind in self.transitions:
-                self.transitions[t.kind] += 1
+        for (_rule, kind, _hour), n in out.funnel_counts().items():
+            if kind in self.transitions:
+                self.transitions[kind] += n
         for effect in out.effects:
             op = effect["op"]
             if op == "upsert":

@@ -15,6 +15,14 @@ Grammar (keywords and function names are case-insensitive; precedence low to hig
                 | "(" expr ")"
     literal    := "text" (escapes \\" \\\\ \\n \\t) | 12 | -3.5 | 1e3 | true | false | null
     list       := "[" [literal ("," literal)*] "]"        (nested lists allowed)
+    identifier := field ("." field | "[" digits "]")*
+    field      := (letter | digit | "_" | "$" | "-" | "\\" any character)+
+
+Field names are Segment's: letters, digits, ``_`` and ``-`` as they are (plus ``$``); any
+other character is escaped with a backslash, so ``properties.order-id`` and
+``properties.first\\ name`` (the key ``"first name"``) or ``properties.a\\.b`` (the key
+``"a.b"``) read those keys. An identifier starts with a letter, ``_``, ``$`` or a backslash
+(a digit or ``-`` would start a number); later fields may start with anything allowed.
 
 Identifiers are resolved in this order:
 
@@ -39,9 +47,14 @@ Semantics, chosen to be what a Segment user expects, with plain two-valued logic
   false, and ``not (a > b)`` is then true.
 - ``contains(a, b)``: ``a`` is a string containing the string ``b``, or a list holding an
   element equal to ``b``; false otherwise.
-- ``match(a, "glob")``: ``a`` is a string matching the whole glob, case-sensitively;
-  ``*`` is any run of characters, ``?`` exactly one, everything else is literal. The
-  glob must be a quoted literal (it is compiled to a regex at load time).
+- ``match(a, "glob")``: ``a`` is a string matching the whole glob, case-sensitively, as
+  Segment's glob does: ``*`` is any run of characters, ``?`` exactly one, ``[abc]`` one of
+  the characters listed, ``[a-z]`` one in the range, and ``\\x`` the character ``x``
+  itself (``\\*``, ``\\?``, ``\\[``, ``\\]``; ``\\n`` and ``\\t`` stay newline and tab);
+  everything else is literal. The glob must be a quoted literal: it is compiled to a regex
+  at load time, and a glob that Segment would read differently (an unclosed ``[``, an
+  empty or reversed class, a negated ``[!...]``) is refused there with its column rather
+  than matched literally.
 - ``a in [x, y]`` is ``a = x or a = y``; ``a not in [...]`` is its negation.
 - An operand used alone as a condition (``is_vip``, ``user.opted_in``) is true only when
   its value is the boolean ``true``.
@@ -65,6 +78,7 @@ __all__ = [
     "Filter",
     "FilterError",
     "compile_filter",
+    "event_paths",
     "literal_event_names",
 ]
 
@@ -85,7 +99,8 @@ _FUNCTIONS = ("contains", "match")
 _KEYWORDS = frozenset({"and", "or", "not", "in", "true", "false", "null"})
 _LITERAL_KEYWORDS: dict[str, Any] = {"true": True, "false": False, "null": None}
 _ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "t": "\t"}
-_NAME = re.compile(r"[A-Za-z_$][\w$]*")
+_NAME = re.compile(r"[A-Za-z_$][\w$]*")  # a data map name
+_FIELD_CHARS = frozenset("_$-")  # besides letters and digits, unescaped in a field name
 _INDEX = re.compile(r"\[\d+\]")
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?")
 _OPERATORS = ("==", "!=", "<=", ">=", "=", "<", ">")  # longest first
@@ -145,6 +160,7 @@ class _In:
 class _Call:
     name: str
     args: tuple[_Node, ...]
+    regex: re.Pattern[str] | None = None  # match(): the compiled glob
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +214,27 @@ def compile_filter(text: str, data_maps: Collection[str]) -> Filter:
         _test=_bool_fn(tree),
         _tree=tree,
     )
+
+
+def event_paths(flt: Filter) -> frozenset[tuple[str | int, ...]]:
+    """The JSON paths into the event that ``flt`` reads (not data maps, not ``user.``):
+    what a copy of an event must keep for the filter to decide the same way."""
+    found: set[tuple[str | int, ...]] = set()
+    stack: list[Any] = [flt._tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, _Ref):
+            if node.kind == "event":
+                found.add(node.steps)
+        elif isinstance(node, _Cmp):
+            stack += (node.left, node.right)
+        elif isinstance(node, _In | _Not):
+            stack.append(node.operand)
+        elif isinstance(node, _Call):
+            stack += node.args
+        elif isinstance(node, _And | _Or):
+            stack += node.items
+    return frozenset(found)
 
 
 def literal_event_names(flt: Filter | None, data_maps: Mapping[str, str]) -> frozenset[str] | None:
@@ -269,9 +306,10 @@ def _is_event_name(node: _Node, data_maps: Mapping[str, str]) -> bool:
 
 class _Tok(NamedTuple):
     kind: str  # str num name kw op ( ) [ ] , ! eof
-    value: Any
+    value: Any  # str: the text (None if it has a bad escape); name: the path's steps
     col: int
-    text: str
+    text: str  # as written
+    error: FilterError | None = None  # str: a bad escape, raised unless the text is a glob
 
 
 def _tokenize(src: str) -> list[_Tok]:
@@ -284,13 +322,13 @@ def _tokenize(src: str) -> list[_Tok]:
             continue
         col = i + 1
         if c == '"':
-            value, j = _read_string(src, i)
-            toks.append(_Tok("str", value, col, src[i:j]))
+            value, j, bad = _read_string(src, i)
+            toks.append(_Tok("str", value, col, src[i:j], bad))
         elif c == "'":
             raise FilterError('strings go in double quotes, e.g. "Order Completed"', col)
         elif c in _DIGITS or (c == "-" and i + 1 < n and src[i + 1] in _DIGITS):
             j = _read_number(src, i, toks)
-        elif c.isalpha() or c in "_$":
+        elif c.isalpha() or c in "_$\\":
             j = _read_name(src, i, toks)
         elif src.startswith(("&&", "||"), i):
             word = "and" if c == "&" else "or"
@@ -310,22 +348,26 @@ def _tokenize(src: str) -> list[_Tok]:
     return toks
 
 
-def _read_string(src: str, start: int) -> tuple[str, int]:
+def _read_string(src: str, start: int) -> tuple[str | None, int, FilterError | None]:
+    """The text, the index after the closing quote, and the first bad escape (kept, not
+    raised: in a match() pattern ``\\*`` is a glob escape, anywhere else an error)."""
     out: list[str] = []
+    bad: FilterError | None = None
     i, n = start + 1, len(src)
     while i < n:
         c = src[i]
         if c == '"':
-            return "".join(out), i + 1
+            return (None if bad else "".join(out)), i + 1, bad
         if c == "\\":
             if i + 1 >= n:
                 break
             esc = src[i + 1]
-            if esc not in _ESCAPES:
-                raise FilterError(
+            if esc in _ESCAPES:
+                out.append(_ESCAPES[esc])
+            elif bad is None:
+                bad = FilterError(
                     f"invalid escape '\\{esc}' in a string: use \\\" \\\\ \\n or \\t", i + 1
                 )
-            out.append(_ESCAPES[esc])
             i += 2
             continue
         out.append(c)
@@ -352,30 +394,55 @@ def _read_number(src: str, i: int, toks: list[_Tok]) -> int:
     return j
 
 
+def _read_field(src: str, i: int) -> tuple[str, int, bool]:
+    """One field name from ``i``: (the name, the index after it, whether it had escapes)."""
+    out: list[str] = []
+    escaped = False
+    n = len(src)
+    while i < n:
+        c = src[i]
+        if c == "\\":
+            if i + 1 >= n:
+                raise FilterError(
+                    "a '\\' in a field name escapes the character after it, e.g. first\\ name",
+                    i + 1,
+                )
+            out.append(src[i + 1])
+            escaped = True
+            i += 2
+        elif c.isalnum() or c in _FIELD_CHARS:
+            out.append(c)
+            i += 1
+        else:
+            break
+    return "".join(out), i, escaped
+
+
 def _read_name(src: str, i: int, toks: list[_Tok]) -> int:
-    m = _NAME.match(src, i)
-    if m is None:  # a non-ASCII letter first
+    if not (src[i].isascii() or src[i] == "\\"):  # a non-ASCII letter first
         raise FilterError(f"unexpected character {src[i]!r}", i + 1)
-    j = m.end()
-    word = m.group()
-    if word.lower() in _KEYWORDS:
-        toks.append(_Tok("kw", word.lower(), i + 1, word))
+    first, j, escaped = _read_field(src, i)
+    if not escaped and first.lower() in _KEYWORDS:
+        toks.append(_Tok("kw", first.lower(), i + 1, first))
         return j
+    steps: list[str | int] = [first]
     n = len(src)
     while j < n:
         if src[j] == ".":
-            m = _NAME.match(src, j + 1)
-            if m is None:
+            field, k, _ = _read_field(src, j + 1)
+            if not field:
                 raise FilterError(f"expected a field name after '{src[i : j + 1]}'", j + 2)
-            j = m.end()
+            steps.append(field)
+            j = k
         elif src[j] == "[":
             m = _INDEX.match(src, j)
             if m is None:
                 raise FilterError(f"expected an index such as [0] after '{src[i:j]}'", j + 1)
+            steps.append(int(m.group()[1:-1]))
             j = m.end()
         else:
             break
-    toks.append(_Tok("name", src[i:j], i + 1, src[i:j]))
+    toks.append(_Tok("name", tuple(steps), i + 1, src[i:j]))
     return j
 
 
@@ -485,6 +552,8 @@ class _Parser:
     def operand(self) -> _Node:
         tok = self.peek()
         if tok.kind in ("str", "num"):
+            if tok.error is not None:
+                raise tok.error
             self.advance()
             return _Lit(tok.value)
         if tok.kind == "kw" and tok.value in _LITERAL_KEYWORDS:
@@ -557,13 +626,16 @@ class _Parser:
         opening = self.advance()
         self.nest(opening)
         args: list[_Node] = []
-        arg_cols: list[int] = []
+        arg_toks: list[_Tok] = []
         if self.peek().kind == ")":
             self.advance()
         else:
             while True:
-                arg_cols.append(self.peek().col)
-                args.append(self.operand())
+                arg_toks.append(self.peek())
+                if fname == "match" and len(args) == 1 and self.peek().kind == "str":
+                    args.append(_Lit(self.advance().text[1:-1]))  # as written
+                else:
+                    args.append(self.operand())
                 tok = self.advance()
                 if tok.kind == ")":
                     break
@@ -582,19 +654,21 @@ class _Parser:
                 name_tok.col,
             )
         if fname == "match":
-            glob = args[1]
-            if not (isinstance(glob, _Lit) and isinstance(glob.value, str)):
+            pattern = arg_toks[1]
+            if pattern.kind != "str":
                 raise FilterError(
                     'match() needs quoted text as its pattern, e.g. match(event, "Product *")',
-                    arg_cols[1],
+                    pattern.col,
                 )
+            return _Call(fname, tuple(args), _glob(pattern.text[1:-1], pattern.col + 1))
         return _Call(fname, tuple(args))
 
     def resolve(self, tok: _Tok) -> _Node:
-        name = tok.text
+        name: str = tok.text
+        steps: tuple[str | int, ...] = tok.value
         if name.startswith("user."):
-            data_map = name[5:]
-            if not _NAME.fullmatch(data_map):
+            data_map = steps[1] if len(steps) == 2 else None
+            if not (isinstance(data_map, str) and _NAME.fullmatch(data_map)):
                 raise FilterError(
                     "user. must be followed by a data map name, e.g. user.email", tok.col
                 )
@@ -602,17 +676,15 @@ class _Parser:
                 raise FilterError(f"unknown data map '{data_map}'", tok.col + 5)
             self.user_used.add(data_map)
             return _Ref("user", data_map)
-        if name in self.data_maps:
-            self.used.add(name)
-            return _Ref("value", name)
-        if "." in name or "[" in name:
-            try:
-                steps = compile_path(name)
-            except ValueError as exc:
-                raise FilterError(str(exc), tok.col) from None
+        if len(steps) > 1:
             return _Ref("event", name, steps)
-        if name in SEGMENT_FIELDS:
-            return _Ref("event", name, (name,))
+        field = steps[0]
+        assert isinstance(field, str)
+        if field in self.data_maps:
+            self.used.add(field)
+            return _Ref("value", field)
+        if field in SEGMENT_FIELDS:
+            return _Ref("event", field, (field,))
         raise FilterError(f"unknown data map '{name}'", tok.col)
 
 
@@ -677,17 +749,72 @@ def _contains(a: Any, b: Any) -> bool:
     return False
 
 
-def _glob(pattern: str) -> re.Pattern[str]:
+_GLOB_ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "t": "\t"}  # else \x is x
+
+
+def _glob(raw: str, col: int) -> re.Pattern[str]:
+    """Segment's glob, written as ``raw`` (the pattern between its quotes, which starts at
+    column ``col``) compiled to an anchored-by-fullmatch regex."""
     parts: list[str] = []
-    for ch in pattern:
+    i, n = 0, len(raw)
+    while i < n:
+        ch = raw[i]
         if ch == "*":
             if not parts or parts[-1] != ".*":  # "**" is "*": no needless backtracking
                 parts.append(".*")
         elif ch == "?":
             parts.append(".")
+        elif ch == "\\":
+            parts.append(re.escape(_GLOB_ESCAPES.get(raw[i + 1], raw[i + 1])))
+            i += 1
+        elif ch == "[":
+            cls, i = _glob_class(raw, i, col)
+            parts.append(cls)
         else:
             parts.append(re.escape(ch))
+        i += 1
     return re.compile("".join(parts), re.DOTALL)
+
+
+def _glob_class(raw: str, start: int, col: int) -> tuple[str, int]:
+    """The class opened at ``raw[start]`` as a regex class, and the index of its ``]``."""
+    if raw[start + 1 : start + 2] in ("!", "^"):
+        raise FilterError(
+            "a negated class [!...] is not part of Segment's glob: use not match(...) "
+            "or list the characters",
+            col + start,
+        )
+    chars: list[tuple[str, int]] = []  # (character, its index in raw)
+    i, n = start + 1, len(raw)
+    while i < n and raw[i] != "]":
+        if raw[i] == "\\":
+            i += 1
+            chars.append((_GLOB_ESCAPES.get(raw[i], raw[i]), i - 1))
+        else:
+            chars.append((raw[i], i))
+        i += 1
+    if i >= n:
+        raise FilterError(
+            "unclosed '[' in the pattern: close the class with ']' or write \\[ for a literal [",
+            col + start,
+        )
+    if not chars:
+        raise FilterError("an empty class [] matches nothing: list characters in it", col + start)
+    out: list[str] = []
+    k = 0
+    while k < len(chars):
+        ch, at = chars[k]
+        dash = k + 2 < len(chars) and chars[k + 1][0] == "-" and raw[chars[k + 1][1]] == "-"
+        if dash:
+            hi = chars[k + 2][0]
+            if hi < ch:
+                raise FilterError(f"the range {ch}-{hi} is reversed: write {hi}-{ch}", col + at)
+            out.append(f"{re.escape(ch)}-{re.escape(hi)}")
+            k += 3
+        else:
+            out.append(re.escape(ch))
+            k += 1
+    return "[" + "".join(out) + "]", i
 
 
 def _value_fn(node: _Node) -> _Eval:
@@ -790,9 +917,8 @@ def _membership(node: _In) -> _Eval:
 def _call(node: _Call) -> _Eval:
     first = _value_fn(node.args[0])
     if node.name == "match":
-        second = node.args[1]
-        assert isinstance(second, _Lit)
-        regex = _glob(second.value)
+        regex = node.regex
+        assert regex is not None
         return lambda e, v, u: (
             isinstance(x := first(e, v, u), str) and (regex.fullmatch(x) is not None)
         )

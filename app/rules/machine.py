@@ -77,7 +77,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.config.model import ConditionConfig, DataMapConfig, RuleConfig
-from app.rules.fql import Filter, compile_filter, literal_event_names
+from app.rules.fql import Filter, compile_filter, event_paths, literal_event_names
 
 __all__ = ["Effect", "EventInput", "RuleSet", "merge_states", "new_state"]
 
@@ -368,6 +368,17 @@ class RuleSet:
                 if best is None or due < best:
                     best = due
         return best
+
+    def event_paths(self) -> frozenset[tuple[str | int, ...]]:
+        """Every JSON path into the event that a condition's filter reads."""
+        paths: set[tuple[str | int, ...]] = set()
+        for rule in self._rules.values():
+            conds = [*rule.starts, *(c for cs in rule.excludes.values() for c in cs)]
+            conds += [c for cs in rule.advance.values() for c in cs]
+            for cond in conds:
+                if cond.filter is not None:
+                    paths |= event_paths(cond.filter)
+        return frozenset(paths)
 
     def funnel_positions(self, state: State) -> dict[str, list[int]]:
         """Rule name -> positions of the person's active instances."""

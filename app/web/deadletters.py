@@ -19,8 +19,10 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
 from app import keys
-from app.identity import routing_id
+from app.batching.sender import Outbox
+from app.identity import partition_id
 from app.runtime import Runtime
+from app.stages.state import EFFECTS, INPUT, Output
 from app.topic_reader import consumer_for, partitions, read_to_end
 from app.web.admin import guard, read_json
 from app.web.errors import error
@@ -70,9 +72,10 @@ def parse_id(ident: Any) -> tuple[int, int] | None:
 
 
 class DeadLetterApi:
-    def __init__(self, runtime: Runtime, topic: str) -> None:
+    def __init__(self, runtime: Runtime, topic: str, outbox: Outbox) -> None:
         self.runtime = runtime
         self.topic = topic
+        self.outbox = outbox
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -201,8 +204,6 @@ class DeadLetterApi:
         return found
 
     async def retry(self, request: web.Request) -> web.Response:
-        from app.faust_app import effects_topic, input_topic
-
         account = request.match_info["account"]
         denied = guard(self.runtime, request, account)
         if denied:
@@ -230,7 +231,7 @@ class DeadLetterApi:
         except BROKER_ERRORS as exc:
             return broker_unavailable(exc)
         records = {ident: found.get(where) for ident, where in zip(ids, parsed, strict=True)}
-        retried, skipped, futures = 0, [], []
+        retried, skipped, resend = 0, [], []
         for ident in ids:
             rec = records.get(ident)
             if not isinstance(rec, dict) or rec.get("account") != account:
@@ -239,21 +240,22 @@ class DeadLetterApi:
             payload = rec.get("payload")
             source = rec.get("source")
             if source in ("ingest", "input") and isinstance(payload, dict):
-                rid = routing_id(payload)
+                rid = partition_id(payload)
                 if rid is None:
                     skipped.append({"id": ident, "reason": "the message has no usable id"})
                     continue
-                futures.append(
-                    await input_topic.send(
-                        key=keys.key(account, rid),
-                        value=orjson.dumps(payload),
+                resend.append(
+                    Output(
+                        INPUT,
+                        keys.key(account, rid),
+                        orjson.dumps(payload),
                         headers={"emd-account": account.encode()},
                     )
                 )
             elif source == "sink" and isinstance(payload, dict) and payload.get("contact"):
-                futures.append(
-                    await effects_topic.send(
-                        key=keys.key(account, str(payload["contact"])), value=orjson.dumps(payload)
+                resend.append(
+                    Output(
+                        EFFECTS, keys.key(account, str(payload["contact"])), orjson.dumps(payload)
                     )
                 )
             else:
@@ -267,7 +269,7 @@ class DeadLetterApi:
                 continue
             retried += 1
         try:
-            await asyncio.gather(*futures)
+            await self.outbox.send(resend)
         except BROKER_ERRORS as exc:
             return broker_unavailable(exc)
         return web.json_response({"retried": retried, "skipped": skipped})

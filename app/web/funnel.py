@@ -17,6 +17,7 @@ from app import keys
 from app.envelope import loads
 from app.runtime import Runtime
 from app.segment.model import parse_iso_utc
+from app.state_reader import StateReader
 from app.web.admin import guard
 from app.web.cluster import gather
 
@@ -33,31 +34,23 @@ def _parse(text: str | None, default: float) -> float:
 
 
 class FunnelApi:
-    def __init__(self, app: Any, runtime: Runtime) -> None:
+    def __init__(self, app: Any, runtime: Runtime, state: StateReader) -> None:
         self.app = app
         self.runtime = runtime
+        self.state = state
 
     def routes(self) -> list[web.RouteDef]:
         return [web.get("/api/accounts/{account}/rules", self.rules)]
 
-    def _mine(self, partition_of) -> set[int]:
-        from app.faust_app import PERSON_TOPIC
-
-        return {
-            tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == PERSON_TOPIC
-        }
-
     def local_counts(self, account: str, start: float, end: float) -> dict[str, Any]:
         """This worker's share: active positions and per-hour transitions."""
-        from agents.person import partition_of
-        from tables import funnel, persons
-
-        mine = self._mine(partition_of)
+        state = self.state
+        mine = state.owned_person_partitions()
         acct = self.runtime.accounts[account]
         prefix = f"{account}{keys.SEP}".encode()
         active: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-        for key, raw in persons.items():
-            if not key.startswith(prefix) or partition_of(key) not in mine:
+        for key, raw in state.items(state.tables.persons, mine):
+            if not key.startswith(prefix):
                 continue
             record = loads(raw)
             if "fwd" in record:
@@ -66,7 +59,7 @@ class FunnelApi:
                 for p in positions:
                     active[rule][str(p)] += 1
         series: dict[str, dict[int, dict[str, int]]] = defaultdict(dict)
-        for key, raw in funnel.items():
+        for key, raw in state.items(state.tables.funnel, mine):
             if not key.startswith(prefix):
                 continue
             _, ident = keys.split(key)

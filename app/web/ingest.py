@@ -23,7 +23,7 @@ import orjson
 from aiohttp import web
 
 from app.account import Accounts
-from app.identity import resolve, routing_id
+from app.identity import partition_id, resolve
 from app.keys import key as make_key
 from app.metrics import Metrics
 from app.segment.model import (
@@ -244,7 +244,7 @@ class Ingest:
                 if len(raw) > MESSAGE_LIMIT:
                     raise InvalidMessage(f"message over {MESSAGE_LIMIT // 1024} KB")
                 msg = parse_message(item, received_at=received)
-                rid = routing_id(msg.data)
+                rid = partition_id(msg.data)
                 if rid is None:
                     raise InvalidMessage(
                         "no usable identifier: userId/anonymousId (previousId for alias) "

@@ -7,6 +7,7 @@ worker is forwarded there with a GET (routed requests stay GET-only).
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -17,6 +18,8 @@ from yarl import URL
 from app import keys
 from app.envelope import loads
 from app.runtime import Runtime
+from app.state_reader import StateReader
+from app.timeline import describe_hold
 from app.web.admin import guard
 
 
@@ -27,9 +30,10 @@ def _iso(ts: float | None) -> str | None:
 
 
 class Inspect:
-    def __init__(self, app: Any, runtime: Runtime) -> None:
+    def __init__(self, app: Any, runtime: Runtime, state: StateReader) -> None:
         self.app = app
         self.runtime = runtime
+        self.state = state
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -71,8 +75,6 @@ class Inspect:
 
     async def link(self, request: web.Request) -> web.Response:
         """Internal: the userId an anonymousId (or aliased id) is linked to."""
-        from tables import links
-
         account, denied = self._check(request)
         if denied:
             return denied
@@ -81,13 +83,11 @@ class Inspect:
         routed = await self._ask("links", key, request.path, {"id": ident}, request)
         if routed is not None:
             return routed
-        value = links.get(key)
+        value = self.state.link(key)
         return web.json_response({"userId": value.decode() if value else None})
 
     async def pk(self, request: web.Request) -> web.Response:
         """Internal: the person holding a primary key value."""
-        from tables import pk_index
-
         account, denied = self._check(request)
         if denied:
             return denied
@@ -96,13 +96,11 @@ class Inspect:
         routed = await self._ask("pkindex", key, request.path, {"pk": pk}, request)
         if routed is not None:
             return routed
-        value = pk_index.get(key)
+        value = self.state.pk(key)
         return web.json_response({"person": value.decode() if value is not None else None})
 
     async def person(self, request: web.Request) -> web.Response:
         """Internal: a person's full view (record, instances, deliveries), by person id."""
-        from tables import deliveries, persons
-
         account, denied = self._check(request)
         if denied:
             return denied
@@ -111,27 +109,34 @@ class Inspect:
         routed = await self._ask("persons", key, request.path, {"p": person}, request)
         if routed is not None:
             return routed
-        raw = persons.get(key)
+        raw = self.state.person(key)
         if raw is None:
             return web.json_response({"message": "no such person"}, status=404)
         record = loads(raw)
         if "fwd" in record:
             return web.json_response({"forward": record["fwd"]}, status=200)
-        from agents.person import RECENT
-
-        dlv = deliveries.get(key)
+        dlv = self.state.deliveries(key)
         body = self.render(account, person, record, loads(dlv) if dlv is not None else [])
-        body["recentEvents"] = RECENT.get(key)
+        body["recentEvents"] = self.state.recent_events.get(key)
         return web.json_response(body)
 
     def render(self, account: str, person: str, record: dict[str, Any], dlv: list[Any]):
         acct = self.runtime.accounts.get(account)
         rules = acct.rules.describe(record.get("rules") or {}) if acct is not None else []
+        hold = describe_hold(record, time.time())
         for inst in rules:
             inst["started"] = _iso(inst["started"])
             inst["reached"] = _iso(inst["reached"])
             if "next" in inst:
-                inst["next"]["at"] = _iso(inst["next"]["at"])
+                nxt = inst["next"]
+                if hold is not None and nxt["at"] < record["w"]["u"]:
+                    # Waiting out the lateness window (app.timeline): say when, and why.
+                    nxt["heldUntil"] = hold["until"]
+                    nxt["note"] = (
+                        f"fires at {hold['until']} unless a late event moves it "
+                        "(the person's events are still arriving)"
+                    )
+                nxt["at"] = _iso(nxt["at"])
         return {
             "account": account,
             "person": person,
@@ -144,6 +149,7 @@ class Inspect:
             "emarsys": {"sent": record.get("sent", {}), "acknowledged": record.get("acked", {})},
             "instances": rules,
             "nextDeadline": _iso(record.get("due")),
+            "lateness": hold,
             "deliveries": dlv,
         }
 
@@ -217,9 +223,7 @@ class Inspect:
                 {"account": account, "person": body["person"], "deliveries": body["deliveries"]}
             )
         if request.query.get("local") == "1":
-            from agents.sink import RECENT_DELIVERIES
-
-            return web.json_response({"deliveries": list(RECENT_DELIVERIES.get(account, ()))})
+            return web.json_response({"deliveries": self.state.recent_deliveries.get(account)})
         parts = await gather(self.app, request, request.path, {})
         merged = [d for part in parts for d in part.get("deliveries", [])]
         merged.sort(key=lambda d: d.get("at", ""), reverse=True)

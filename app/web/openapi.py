@@ -337,6 +337,32 @@ def _admin(
     return op
 
 
+def _catalog(kind: str, what: str, call: str) -> dict[str, Any]:
+    item: dict[str, Any] = {"id": {"type": "integer"}, "name": {"type": "string"}}
+    if kind == "fields":
+        item["type"] = {"type": "string", "description": "Emarsys's application_type"}
+    answer = {
+        "type": "object",
+        "properties": {
+            "account": {"type": "string"},
+            kind: {"type": "array", "items": {"type": "object", "properties": item}},
+            "fetched_at": {"type": "string", "format": "date-time"},
+            "cached": {"type": "boolean"},
+        },
+    }
+    return _admin(
+        f"The account's Emarsys {what} by id and name (from `{call}`), for the console's "
+        "pickers; kept 5 minutes per worker (`?refresh=1` fetches again)",
+        "catalog",
+        [{"name": "refresh", "in": "query", "schema": {"type": "string"}}],
+        ok=_json("OK", answer),
+        extra={
+            "502": _err("Emarsys cannot be reached, or refused the call"),
+            "504": _err("Emarsys did not answer in time"),
+        },
+    )
+
+
 def document() -> dict[str, Any]:
     components: dict[str, Any] = {
         "Error": ERROR_SCHEMA,
@@ -575,6 +601,14 @@ def document() -> dict[str, Any]:
                         ),
                         **broker_down,
                     },
+                )
+            },
+            **{
+                f"/api/accounts/{{account}}/emarsys/{kind}": {"get": _catalog(kind, what, call)}
+                for kind, what, call in (
+                    ("fields", "contact fields", "GET /field/translate/en"),
+                    ("events", "external events", "GET /event"),
+                    ("lists", "contact lists", "GET /contactlist"),
                 )
             },
             "/health": {

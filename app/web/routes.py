@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 
+from app import envelope
+from app.batching.sender import Outbox
 from app.broker import probe_kafka
+from app.config_topic import ConfigTopic
+from app.emarsys.calls import call_counter
+from app.emarsys.client import EmarsysClient
 from app.runtime import Runtime
+from app.stages.state import DEAD, INPUT, Output
+from app.state_reader import StateReader
 from app.topics import bootstrap_servers
 from app.web import server
 from app.web.errors import ensure_code, error
@@ -21,39 +28,49 @@ from app.web.readiness import Readiness
 log = logging.getLogger("emd.web")
 
 
-def install_routes(
-    app: Any, runtime: Runtime, config_loaded: Callable[[], bool] | None = None
-) -> None:
+@dataclass(frozen=True)
+class WebServices:
+    """What the web views may use of the worker, handed over by ``app.faust_app``."""
+
+    outbox: Outbox  # sends to the app's topics, waiting for the broker
+    live_config: ConfigTopic
+    dead_letter_topic: str
+    state: StateReader
+
+
+def install_routes(app: Any, runtime: Runtime, services: WebServices) -> None:
     """Called once per worker before the web server starts.
 
-    ``config_loaded`` tells whether the live config topic has been read to its end (for
-    ``/ready``); None means it is not followed at all."""
-    from agents.common import send_dead_letter
-    from app.faust_app import DEAD_LETTER_TOPIC, LIVE_CONFIG, input_topic
+    Also sets up aiohttp's server under Faust's web (raw bodies, one-line logs for
+    broken connections, the listen backlog: ``app.web.server``) and the middleware that
+    gives every error answer a ``code``. ``/ready`` reads ``services.live_config.loaded``
+    (set once the config topic was read to its end)."""
     from app.web import console, openapi
     from app.web.admin import AdminApi
     from app.web.backtest import BacktestApi
+    from app.web.catalog import CatalogApi
     from app.web.deadletters import DeadLetterApi
     from app.web.funnel import FunnelApi
     from app.web.inspect import Inspect
 
+    outbox = services.outbox
+
     async def publish(records: list[Record]) -> None:
-        futures = [
-            await input_topic.send(key=r.key, value=r.value, headers=r.headers) for r in records
-        ]
-        await asyncio.gather(*futures)
+        await outbox.send([Output(INPUT, r.key, r.value, headers=r.headers) for r in records])
 
     async def dead_letter(reason: str, account: str | None, message_id: Any, payload: Any):
-        await send_dead_letter(
+        runtime.metrics.inc("emd_dead_letters_total", source="ingest")
+        value = envelope.dead_letter(
             "ingest",
             reason,
             account=account,
             message_id=message_id if isinstance(message_id, str) else None,
             payload=payload,
         )
+        await outbox.send([Output(DEAD, (account or "").encode(), value)])
 
     ingest = Ingest(lambda: runtime.accounts, publish, dead_letter, runtime.metrics)
-    inspect = Inspect(app, runtime)
+    inspect = Inspect(app, runtime, services.state)
     web_app = app.web.web_app
     if hasattr(app.web, "_runner"):
         server.configure(app.web, runtime.metrics)
@@ -61,14 +78,23 @@ def install_routes(
     router = web_app.router
     router.add_routes(ingest.routes())
     router.add_routes(inspect.routes())
-    router.add_routes(AdminApi(runtime, LIVE_CONFIG).routes())
-    router.add_routes(FunnelApi(app, runtime).routes())
-    router.add_routes(DeadLetterApi(runtime, DEAD_LETTER_TOPIC).routes())
+    router.add_routes(AdminApi(runtime, services.live_config).routes())
+    router.add_routes(FunnelApi(app, runtime, services.state).routes())
+    router.add_routes(DeadLetterApi(runtime, services.dead_letter_topic, outbox).routes())
     router.add_routes(BacktestApi(runtime).routes())
+    catalog = CatalogApi(
+        runtime,
+        lambda account, cfg: EmarsysClient(
+            account, cfg, on_response=call_counter(runtime.metrics, account)
+        ),
+    )
+    router.add_routes(catalog.routes())
+    app.web.web_app.on_cleanup.append(catalog.on_cleanup)
     router.add_routes(openapi.routes())
     router.add_routes(console.routes())
     router.add_get("/health", _health(app, runtime))
-    router.add_get("/ready", _ready(Readiness(app, config_loaded or (lambda: True))))
+    live = services.live_config
+    router.add_get("/ready", _ready(Readiness(app, lambda: bool(getattr(live, "loaded", True)))))
     router.add_get("/metrics", _metrics(app, runtime))
 
 

@@ -1,10 +1,11 @@
 """A tiny stand-in for the worker's console API, for fast browser tests of every page.
 
-It serves ``app/web/static`` at ``/`` and ``/static/*`` and answers each JSON endpoint of
-the console's contract with canned, deterministic data (config edits are kept in memory
-and validated by a small checker that speaks the real messages' shape, e.g.
-``rules[0].conditions[0].match: column 1: unknown data map 'cart'``). Run it by hand to
-look at the console without a broker::
+It serves ``app/web/static`` at ``/`` and ``/static/*`` with the worker's own routes
+(``app.web.console``) and answers each JSON endpoint of the console's contract with
+canned, deterministic data (config edits are kept in memory and validated by a small
+checker that speaks the real messages' shape, e.g. ``rules[0].conditions[0].match:
+column 1: unknown data map 'cart'``). Run it by hand to look at the console without a
+broker::
 
     .venv/bin/python -m tests.browser.fake_api --port 8099    # token: fake-token
 """
@@ -23,6 +24,8 @@ from typing import Any
 import yaml
 from aiohttp import web
 
+from app.web import console
+
 STATIC = Path(__file__).resolve().parents[2] / "app" / "web" / "static"
 TOKEN = "fake-token"
 
@@ -38,6 +41,27 @@ SEGMENT_FIELDS = {
 }  # fmt: skip
 KEYWORDS = {"and", "or", "not", "in", "true", "false", "null", "contains", "match"}
 TOKEN_RE = re.compile(r'"(?:[^"\\]|\\.)*"|[A-Za-z_][\w]*(?:(?:\.[A-Za-z_]\w*)|\[\d+\])*|\S')
+
+
+CATALOG: dict[str, list[dict[str, Any]]] = {
+    "fields": [
+        {"id": 1, "name": "First Name", "type": "shorttext"},
+        {"id": 2, "name": "Last Name", "type": "shorttext"},
+        {"id": 3, "name": "E-Mail", "type": "longtext"},
+        {"id": 31, "name": "Opt-In", "type": "singlechoice"},
+        {"id": 4711, "name": "Loyalty tier", "type": "shorttext"},
+        {"id": 4712, "name": "Lifetime value", "type": "numeric"},
+    ],
+    "events": [
+        {"id": 1234, "name": "segment.com test event"},
+        {"id": 1301, "name": "Cart abandoned"},
+        {"id": 1302, "name": "Welcome series"},
+    ],
+    "lists": [
+        {"id": 750504658, "name": "Newsletter subscribers"},
+        {"id": 750504659, "name": "VIP customers"},
+    ],
+}
 
 
 def iso(dt: datetime) -> str:
@@ -278,6 +302,7 @@ class FakeState:
         self.configs = {"demo": initial_config(), "shop": {**initial_config(), "rules": []}}
         self.versions = {"demo": 3, "shop": 1}
         self.requests: list[tuple[str, str, Any]] = []
+        self.catalog_down = False  # the account's Emarsys unreachable: catalog routes 502
         self.dead_letters = [
             {
                 "id": f"3:{1040 + i}",
@@ -520,10 +545,6 @@ def make_app(state: FakeState, token: str = TOKEN) -> web.Application:
 
     routes = web.RouteTableDef()
 
-    @routes.get("/")
-    async def index(request: web.Request) -> web.StreamResponse:
-        return web.FileResponse(STATIC / "index.html")
-
     @routes.get("/health")
     async def health(request: web.Request) -> web.Response:
         return web.json_response(
@@ -622,6 +643,18 @@ def make_app(state: FakeState, token: str = TOKEN) -> web.Application:
                 retried += 1
         return web.json_response({"retried": retried, "skipped": skipped})
 
+    @routes.get("/api/accounts/{account}/emarsys/{kind}")
+    async def catalog(request: web.Request) -> web.Response:
+        kind = request.match_info["kind"]
+        if kind not in CATALOG:
+            return web.json_response({"message": "not found"}, status=404)
+        if state.catalog_down:
+            message = "cannot reach Emarsys (GET /event): connection error (ClientConnectorError)"
+            return web.json_response({"message": message}, status=502)
+        return web.json_response(
+            {"account": request.match_info["account"], kind: CATALOG[kind], "cached": False}
+        )
+
     @routes.post("/api/accounts/{account}/replay")
     async def replay(request: web.Request) -> web.Response:
         body = await request.json()
@@ -636,7 +669,7 @@ def make_app(state: FakeState, token: str = TOKEN) -> web.Application:
 
     app = web.Application(middlewares=[auth])
     app.add_routes(routes)
-    app.router.add_static("/static", STATIC)
+    app.add_routes(console.routes(STATIC))  # the worker's own static serving
     return app
 
 

@@ -184,6 +184,9 @@ class Stack:
             "input_topic": self.input_topic,
             "partitions": self.partitions,
             "sink": {"flush_interval": "0.2s"},
+            # Short waits in tests: hold deadlines a second after a person's latest
+            # event, not the product's minute (tests of the window set their own).
+            "allowed_lateness": "1s",
             "faust": {
                 "broker_session_timeout": 10.0,
                 "broker_heartbeat_interval": 1.0,

@@ -286,7 +286,7 @@ def settle(stack: Stack, metric: str, i: int = 0, quiet: float = 2.0, timeout: f
 def wait_processed(stack: Stack, total: int, timeout: float = 120) -> None:
     """Every event processed, every contact update acknowledged back in the users table."""
     wait_for(
-        lambda: stack.metric("emd_person_events_total", kind="dlv") >= total,
+        lambda: stack.metric("emd_deliveries_reported_total") >= total,
         timeout=timeout,
         interval=0.5,
         what=f"{total} deliveries acknowledged",
@@ -380,8 +380,7 @@ def test_survivor_takes_over_with_complete_state(broker, simulator, tmp_path):
         post_batches(s, messages[half:], i=1)
         wait_for(
             lambda: (
-                sum(s.metric("emd_person_events_total", i=k, kind="dlv") for k in (0, 1))
-                >= len(messages)
+                sum(s.metric("emd_deliveries_reported_total", i=k) for k in (0, 1)) >= len(messages)
             ),
             timeout=120,
             interval=0.5,
@@ -650,7 +649,7 @@ def test_five_minute_outage_drains_with_bounded_memory(broker, tmp_path):
         warm = [people.message(i, 0) for i in range(people.n)]
         post_batches(s, warm)
         wait_for(
-            lambda: s.metric("emd_person_events_total", kind="dlv") >= people.n,
+            lambda: s.metric("emd_deliveries_reported_total") >= people.n,
             timeout=120,
             what="round 0 delivered",
         )

@@ -238,7 +238,7 @@ def test_match_glob() -> None:
     assert ev('match(properties.total, "1*")', TRACK) is False  # not a string
     assert ev('match(properties.missing, "*")', TRACK) is False
     assert ev('match(properties.x, "a.c")', {"properties": {"x": "abc"}}) is False  # . literal
-    assert ev('match(properties.x, "a+c[")', {"properties": {"x": "a+c["}}) is True
+    assert ev(r'match(properties.x, "a+c\[")', {"properties": {"x": "a+c["}}) is True
     assert ev('match(properties.x, "a**b")', {"properties": {"x": "ab\nb"}}) is True
 
 
@@ -332,6 +332,130 @@ def test_filter_value_object() -> None:
     assert a.source == 'ecom_event = "A"'
     assert isinstance(a, Filter)
     assert a != compile_filter('ecom_event = "B"', DATA_MAPS)
+
+
+# --------------------------------------------------------------------------- Segment's forms
+
+ODD_KEYS = {
+    "properties": {
+        "order-id": "o-1",
+        "first name": "Ann",
+        "a.b": 1,
+        "2nd": "second",
+        "-x": "dash first",
+        "weird\\key": "backslash",
+        'q"uote': "quote",
+        "[x]": "brackets",
+        "list-items": [{"sku-code": "S1"}],
+        "prénom": "Zoé",
+        "first_name": "plain",
+    }
+}
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ('properties.order-id = "o-1"', True),  # dashes as they are
+        (r'properties.first\ name = "Ann"', True),  # an escaped space
+        (r"properties.a\.b = 1", True),  # an escaped dot is part of the key
+        ("properties.a.b = 1", False),  # ... an unescaped one is a step
+        ('properties.2nd = "second"', True),  # later fields may start with a digit
+        ('properties.-x = "dash first"', True),  # ... or a dash
+        (r'properties.weird\\key = "backslash"', True),
+        (r'properties.q\"uote = "quote"', True),
+        (r'properties.\[x\] = "brackets"', True),
+        ('properties.list-items[0].sku-code = "S1"', True),
+        ('properties.prénom = "Zoé"', True),
+        (r'properties.first\_name = "plain"', True),  # escaping a plain character is harmless
+        ('properties.order-id != null and properties.order-id = "o-1"', True),
+        ('contains(properties.order-id, "-")', True),
+        ('properties.order-id in ["o-1", "o-2"]', True),
+    ],
+)
+def test_segment_field_names(text: str, value: bool) -> None:
+    assert ev(text, ODD_KEYS) is value
+
+
+def test_a_dash_never_eats_a_negative_number() -> None:
+    event = {"properties": {"n": -2}}
+    assert ev("properties.n=-2", event) is True
+    assert ev("properties.n >-3", event) is True
+    assert ev("properties.n in [-2]", event) is True
+
+
+def test_escaped_bare_names_are_still_checked() -> None:
+    e = err(r"first\ name = 1")
+    assert (e.message, e.column) == (r"unknown data map 'first\ name'", 1)
+    e = err('event = "x" and order-id = 1')
+    assert (e.message, e.column) == ("unknown data map 'order-id'", 17)
+    assert ev(r'ecom\_event = "A"', values={"ecom_event": "A"}) is True  # the data map
+    # an escaped keyword is a name, not the keyword
+    assert err(r"\not = 1").message == r"unknown data map '\not'"
+
+
+@pytest.mark.parametrize(
+    ("pattern", "subject", "expected"),
+    [
+        # Segment's own table for match()
+        ("a*d", "abcd", True),
+        ("*", "", True),
+        ("ab", "abc", False),
+        ("a??d", "abcd", True),
+        ("*d", "abcd", True),
+        (r"ab\*d", "ab*d", True),
+        (r"ab\*d", "abcd", False),
+        ("ab[cC]d", "abCd", True),
+        ("ab[cC]d", "abcd", True),
+        ("ab[cC]d", "abxd", False),
+        ("ab[a-z]d", "abcd", True),
+        ("ab[A-Z]d", "abcd", False),
+        # more of the same rules
+        (r"what\?", "what?", True),
+        (r"what\?", "whatx", False),
+        (r"\[x\]", "[x]", True),
+        (r"[\]]", "]", True),
+        ("[a-cx-z]", "y", True),
+        ("[a-cx-z]", "d", False),
+        ("[-a]", "-", True),  # a dash first or last is literal
+        ("[a-]", "-", True),
+        (r"[a\-z]", "m", False),  # an escaped dash is not a range
+        (r"[a\-z]", "-", True),
+        ("[*?]", "*", True),  # no wildcards inside a class
+        ("[*?]", "x", False),
+        ("SHOE-[0-9][0-9]", "SHOE-42", True),
+        ("a]b", "a]b", True),  # a lone ] is literal
+        (r"a\\b", "a\\b", True),  # \\ is a backslash (as in every string)
+        (r"a\nb", "a\nb", True),  # \n stays a newline
+        (r"say \"hi\"", 'say "hi"', True),
+        (r"\q", "q", True),  # \x is x
+        ("[é]t[é]", "été", True),
+    ],
+)
+def test_match_glob_like_segment(pattern: str, subject: str, expected: bool) -> None:
+    text = f'match(properties.x, "{pattern}")'
+    assert ev(text, {"properties": {"x": subject}}) is expected, text
+
+
+@pytest.mark.parametrize(
+    ("text", "column", "message"),
+    [
+        ('match(event, "ab[cd")', 17, "unclosed '[' in the pattern"),
+        ('event = "x" or match(event, "[")', 30, "unclosed '['"),
+        (r'match(event, "ab\[[c")', 19, "unclosed '['"),
+        ('match(event, "a[]")', 16, "an empty class [] matches nothing"),
+        ('match(event, "[z-a]")', 16, "the range z-a is reversed"),
+        ('match(event, "x[!a]")', 16, "a negated class [!...] is not part of Segment's glob"),
+        ('match(event, "[^a]")', 15, "negated class"),
+        ('event = "a\\*"', 11, "invalid escape '\\*'"),  # a glob escape only in a glob
+        ('match(event, "a\\*") and event = "\\*"', 34, "invalid escape '\\*'"),
+        ("properties.x\\", 13, "escapes the character after it"),
+    ],
+)
+def test_glob_and_field_errors_point_at_the_column(text: str, column: int, message: str) -> None:
+    e = err(text)
+    assert e.column == column, e
+    assert message in e.message
 
 
 # --------------------------------------------------------------------------- errors

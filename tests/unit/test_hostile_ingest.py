@@ -40,7 +40,7 @@ from app.account import Accounts
 from app.config import load_config_text
 from app.envelope import dead_letter as encode_dead_letter
 from app.envelope import dumps
-from app.identity import routing_id
+from app.identity import partition_id
 from app.keys import key as make_key
 from app.metrics import Metrics
 from app.segment.model import parse_message, split_batch
@@ -98,9 +98,9 @@ class Broker:
     async def publish(self, records: list[Record]) -> None:
         for r in records:
             data = orjson.loads(r.value)
-            # What the link agent does with it: parse again, route, wrap for person-events.
+            # What the identity stage does with it: parse again, route, wrap for person-events.
             msg = parse_message(data)
-            rid = routing_id(msg.data)
+            rid = partition_id(msg.data)
             assert rid is not None
             account = r.headers["emd-account"].decode()
             assert r.key == make_key(account, rid)

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from app.account import Accounts
 from app.config import load_config_text
-from app.identity import resolve, routing_id
+from app.identity import partition_id, resolve
 from app.keys import key as make_key
 from app.metrics import Metrics
 from app.segment.model import BATCH_MAX_MESSAGES, parse_iso, parse_message
@@ -118,7 +118,7 @@ def assert_valid_published(sink: Sink) -> None:
         msg = parse_message(value)
         assert "writeKey" not in value
         assert "receivedAt" in value
-        rid = routing_id(msg.data)
+        rid = partition_id(msg.data)
         assert rid is not None
         assert resolve(msg.data, lambda _i: None) is not None
         account = r.headers["emd-account"].decode()
@@ -137,7 +137,7 @@ async def test_single_track_is_published(h: Harness) -> None:
     assert resp.status == 200
     assert body == {"success": True}
     (record,) = h.sink.published
-    assert record.key == b"acme\x1fa1"  # anonymousId first: where the identity link lives
+    assert record.key == b"acme\x1fu:u1"  # by its person: the user's record is there
     assert record.headers == {"emd-account": b"acme"}
     value = orjson.loads(record.value)
     assert value["type"] == "track"  # from the path
@@ -150,30 +150,30 @@ async def test_single_track_is_published(h: Harness) -> None:
     assert h.sink.dead == []
 
 
-async def test_user_only_is_keyed_by_user_id(h: Harness) -> None:
+async def test_user_only_is_keyed_by_its_person(h: Harness) -> None:
     resp, _ = await h.post("/v1/identify", {"userId": "u1", "traits": {"a": 1}})
     assert resp.status == 200
-    assert h.sink.published[0].key == b"acme\x1fu1"
+    assert h.sink.published[0].key == b"acme\x1fu:u1"
 
 
 async def test_junk_anonymous_id_falls_back_to_the_user_id(h: Harness) -> None:
     resp, _ = await h.post("/v1/page", {"userId": "u1", "anonymousId": "null"})
     assert resp.status == 200
-    assert h.sink.published[0].key == b"acme\x1fu1"
+    assert h.sink.published[0].key == b"acme\x1fu:u1"
 
 
 async def test_numeric_user_id_becomes_text(h: Harness) -> None:
     resp, _ = await h.post("/v1/track", {"userId": 42, "event": "E"})
     assert resp.status == 200
     (record,) = h.sink.published
-    assert record.key == b"acme\x1f42"
+    assert record.key == b"acme\x1fu:42"
     assert orjson.loads(record.value)["userId"] == "42"
 
 
-async def test_alias_is_keyed_by_previous_id(h: Harness) -> None:
+async def test_alias_is_keyed_by_its_new_user(h: Harness) -> None:
     resp, _ = await h.post("/v1/alias", {"previousId": "a1", "userId": "u1"})
     assert resp.status == 200
-    assert h.sink.published[0].key == b"acme\x1fa1"
+    assert h.sink.published[0].key == b"acme\x1fu:u1"  # the link request goes to a1's
 
 
 async def test_sender_fields_are_kept_and_own_received_at_is_kept(h: Harness) -> None:
@@ -276,7 +276,7 @@ async def test_a_second_account_is_routed_by_its_key(h: Harness) -> None:
     )
     assert resp.status == 200
     (record,) = h.sink.published
-    assert record.key == b"signed\x1fu1"
+    assert record.key == b"signed\x1fu:u1"
     assert record.headers == {"emd-account": b"signed"}
 
 

@@ -159,7 +159,7 @@ class FakeConsumer:
 
 async def test_missing_dead_letters_are_found_missing_in_one_fetch(monkeypatch) -> None:
     consumer = FakeConsumer()
-    api = deadletters.DeadLetterApi(types.SimpleNamespace(broker_url="kafka://x:1"), "dl")
+    api = deadletters.DeadLetterApi(types.SimpleNamespace(broker_url="kafka://x:1"), "dl", None)  # type: ignore[arg-type]
 
     async def make() -> Any:
         return consumer

@@ -1,0 +1,437 @@
+"""The person stage: the users table, data maps and rule state, keyed by person.
+
+Reads person-events (``account \\x1f person``): ``ev`` (an event), ``merge`` (hand your
+state to ``into``), ``state`` (a merged person's state arriving), ``dlv`` (Emarsys
+outcomes from the sink, one record per person and sink batch), ``pk`` (a primary-key
+index entry). Writes a record only when it changed, sends Emarsys effects keyed by
+contact, and fires what is due on the wall clock when the agent layer calls
+``fire_due`` (no tick records: the batch path writes tables outside stream iteration).
+
+Every input goes through the person's lateness window (``app.timeline``), so a merge
+that lands after the user's next step, or an event delivered late, is applied in
+event-time order: live gives replay's triggers.
+
+Crash safety comes from the agent layer's order (``app.batching.transaction``): what a
+batch sends is acknowledged by the broker before the state it leaves is written, so a
+record read again after a crash either finds its state unwritten (and sends again:
+effects are idempotent, trigger_ids dedupe) or finds it written, and then everything it
+sent had already been acknowledged. Hand-offs (merges, primary-key index entries,
+deletes) are records it sends, covered the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from app import keys
+from app.account import Account, Accounts
+from app.envelope import dead_letter, dumps, loads, now_iso
+from app.identity import usable_id
+from app.metrics import Metrics
+from app.person import MAX_FORWARDS, Outcome, apply_delivery, delete_effect, export_for_merge
+from app.recent import RecentEvents
+from app.stages.link import LinkStage
+from app.stages.state import DEAD, EFFECTS, PERSON, JsonView, Output, RecordLike, Tables
+from app.timeline import apply_input, apply_tick, event_input, merge_input, wake_time
+from app.wake_index import WakeIndex
+
+PERSONS = "persons"
+DELIVERIES = "deliveries"
+PK_INDEX = "pkindex"
+FUNNEL = "funnel"
+MAX_DELIVERIES = 50
+MAX_LOST = 50
+
+
+def funnel_key(account: str, rule: str, hour: int, partition: int) -> bytes:
+    """Keyed per partition so each partition's writer owns its own counter (a key written
+    from two partitions would be restored into one of them only)."""
+    return keys.key(account, f"{rule}\x1e{hour}\x1e{partition}")
+
+
+class _Batch:
+    """One call's decoded views and what it sends."""
+
+    __slots__ = ("deliveries", "funnel", "out", "partition", "persons", "pk_index", "tables")
+
+    def __init__(self, tables: Tables, partition: int) -> None:
+        self.tables = tables
+        self.partition = partition
+        self.persons = JsonView(tables(PERSONS, partition))
+        self.deliveries = JsonView(tables(DELIVERIES, partition))
+        self.pk_index = tables(PK_INDEX, partition)
+        self.funnel: dict[bytes, dict[str, int]] = {}
+        self.out: list[Output] = []
+
+    def record(self, key: bytes) -> dict[str, Any] | None:
+        value = self.persons.get(key)
+        return value if isinstance(value, dict) else None
+
+
+class PersonStage:
+    def __init__(
+        self,
+        accounts: Callable[[], Accounts],
+        metrics: Metrics,
+        recent: RecentEvents,
+        links: LinkStage,
+    ) -> None:
+        self.accounts = accounts
+        self.metrics = metrics
+        self.recent = recent
+        self.links = links  # ``link`` records are the identity stage's (its table is here)
+        self.wake = WakeIndex()
+
+    # ------------------------------------------------------------------ entry points
+
+    def handle(
+        self, partition: int, records: Sequence[RecordLike], tables: Tables, now: float
+    ) -> list[Output]:
+        self._ensure_index(partition, tables)
+        batch = _Batch(tables, partition)
+        batch.persons.table.prefetch({r.key for r in records if r.key})
+        for record in records:
+            try:
+                self._one(batch, record, now)
+            except Exception as exc:
+                self._dead(
+                    batch,
+                    "person",
+                    f"internal error: {type(exc).__name__}",
+                    raw=record.value,
+                )
+        self._end(batch, tables)
+        return batch.out
+
+    def fire_due(self, partition: int, tables: Tables, now: float) -> list[Output]:
+        """What the wall clock has made due in ``partition``: deadlines, closing windows."""
+        self._ensure_index(partition, tables)
+        due = self.wake.pop_due(partition, now)
+        if not due:
+            return []
+        batch = _Batch(tables, partition)
+        batch.persons.table.prefetch(due)
+        for key in due:
+            try:
+                self._tick(batch, key, now)
+            except Exception as exc:
+                self._dead(batch, "person", f"internal error on the clock: {type(exc).__name__}")
+        self._end(batch, tables)
+        return batch.out
+
+    def next_wake(self, partition: int) -> float | None:
+        return self.wake.next_at(partition)
+
+    def partitions_changed(self) -> None:
+        """After a rebalance: rebuild each partition's wake index before using it."""
+        self.wake.reset()
+
+    # ------------------------------------------------------------------ per record
+
+    def _one(self, batch: _Batch, record: RecordLike, now: float) -> None:
+        if record.value is None:
+            return
+        msg = loads(record.value)
+        kind = msg.get("k")
+        self.metrics.inc("emd_person_events_total", kind=str(kind))
+        if kind == "tick":  # from a version that sent clock ticks: the clock is ours now
+            return
+        account_name = msg.get("a")
+        account = self.accounts().get(account_name) if isinstance(account_name, str) else None
+        if account is None:
+            self._dead(batch, "person", f"unknown account {account_name!r}", payload=msg)
+            return
+        if kind == "link":
+            batch.out += self.links.handle_link(batch.partition, msg, batch.tables)
+            return
+        person = msg.get("p")
+        key = keys.key(account.name, person)
+        if kind == "ev":
+            self._event(batch, account, person, key, msg, now)
+        elif kind == "merge":
+            self._merge_out(batch, account, person, key, msg, now)
+        elif kind == "state":
+            self._state(batch, account, person, key, msg, now)
+        elif kind == "dlv":
+            self._delivery(batch, key, msg)
+        elif kind == "lost":
+            self._lost(batch, key, msg)
+        elif kind == "pk":
+            if msg.get("person"):
+                batch.pk_index.set(key, msg["person"].encode())
+            else:
+                batch.pk_index.delete(key)
+
+    def _event(self, batch: _Batch, account: Account, person: str, key: bytes, msg, now):
+        record = batch.record(key)
+        if record is not None and "fwd" in record:
+            self._forward(batch, record, msg)
+            return
+        message = msg["m"]
+        t = float(msg["t"])
+        self.recent.add(
+            key,
+            {
+                "at": t,
+                "type": message.get("type"),
+                "event": message.get("event") or message.get("name"),
+                "messageId": msg.get("id"),
+            },
+        )
+        if message.get("type") == "delete":
+            self._delete(batch, account, person, key, record)
+            return
+        self._ask_for_link(batch, account, person, record, message, t)
+        item = event_input(account, message, msg["id"], t, now)
+        out = apply_input(account, person, record, item, now)
+        for name in out.failures:
+            self.metrics.inc("emd_datamap_failures_total", account=account.name, data_map=name)
+        self._finish(batch, account, person, key, out)
+
+    def _ask_for_link(self, batch: _Batch, account: Account, person: str, record, message, t):
+        """An event of this user (keyed by the person) with an anonymousId the user has not
+        seen, or lost to another user since: the id's partition decides the link."""
+        user = usable_id(message.get("userId"))
+        if user is None or person != keys.user_person(user):
+            return  # forwarded from an aliased id: its own link was settled there
+        if message.get("type") == "alias":
+            previous = usable_id(message.get("previousId"))
+            if previous is not None and previous != user:
+                self._link_request(batch, account, previous, user, t, alias=True)
+            return
+        anon = usable_id(message.get("anonymousId"))
+        if anon is None:
+            return
+        if record is not None:
+            lost = record.get("lost") or []
+            if anon in record.get("anon", ()) and anon not in lost:
+                return
+            if anon in lost:
+                lost.remove(anon)
+                if not lost:
+                    del record["lost"]
+                batch.persons.put(keys.key(account.name, person), record)
+        self._link_request(batch, account, anon, user, t)
+
+    def _link_request(
+        self, batch: _Batch, account: Account, ident: str, user: str, t: float, alias=False
+    ) -> None:
+        body: dict[str, Any] = {"k": "link", "a": account.name, "p": ident, "user": user, "t": t}
+        if alias:
+            body["alias"] = True
+        batch.out.append(Output(PERSON, keys.key(account.name, ident), dumps(body)))
+
+    def _lost(self, batch: _Batch, key: bytes, msg: dict[str, Any]) -> None:
+        """Another user took one of this user's anonymousIds (a shared device)."""
+        record = batch.record(key)
+        if record is None:
+            return
+        if "fwd" in record:
+            self._forward(batch, record, msg)
+            return
+        lost = record.setdefault("lost", [])
+        if msg["anon"] not in lost:
+            lost.append(msg["anon"])
+            del lost[:-MAX_LOST]
+            batch.persons.put(key, record)
+
+    def _merge_out(self, batch: _Batch, account: Account, person: str, key: bytes, msg, now):
+        into = msg["into"]
+        record = batch.record(key)
+        if record is None and person.startswith("u:") and into != person:
+            # An aliased userId with no state: later events keyed by it forward.
+            batch.persons.put(key, {"fwd": into})
+            return
+        if record is None or "fwd" in record or into == person:
+            return  # nothing to hand over, or handed over already (a redelivery)
+        state, tombstone = export_for_merge(record, into)
+        batch.out.append(
+            Output(
+                PERSON,
+                keys.key(account.name, into),
+                dumps(
+                    {
+                        "k": "state",
+                        "a": account.name,
+                        "p": into,
+                        "from": person,
+                        "state": state,
+                        "t": float(msg.get("t", now)),
+                        "recent": self.recent.raw(key),
+                    }
+                ),
+            )
+        )
+        batch.persons.put(key, tombstone)
+        if record.get("pk"):
+            self._index_pk(batch, account.name, record["pk"], into)
+
+    def _state(self, batch: _Batch, account: Account, person: str, key: bytes, msg, now):
+        record = batch.record(key)
+        if record is not None and "fwd" in record:
+            self._forward(batch, record, msg)
+            return
+        self.recent.merge(key, msg.get("recent") or ())
+        item = merge_input(msg["state"], msg.get("from") or "", float(msg.get("t", now)))
+        out = apply_input(account, person, record, item, now)
+        self._finish(batch, account, person, key, out)
+
+    def _forward(self, batch: _Batch, record: dict[str, Any], msg: dict[str, Any]) -> None:
+        """This person merged into another: pass the message on (bounded, against loops)."""
+        hops = int(msg.get("hops", 0))
+        if hops >= MAX_FORWARDS:
+            self._dead(batch, "person", "identity forwarding loop", payload=msg)
+            return
+        target = record["fwd"]
+        batch.out.append(
+            Output(
+                PERSON,
+                keys.key(msg["a"], target),
+                dumps({**msg, "p": target, "hops": hops + 1}),
+            )
+        )
+
+    def _delete(self, batch: _Batch, account: Account, person: str, key: bytes, record):
+        """Segment's user deletion: forget the person and delete the Emarsys contact."""
+        effect = delete_effect(account, person, record)
+        if effect is not None:
+            batch.out.append(
+                Output(EFFECTS, keys.key(account.name, effect["contact"]), dumps(effect))
+            )
+            self._index_pk(batch, account.name, effect["contact"], None)
+        batch.persons.delete(key)
+        batch.deliveries.delete(key)
+        self.recent.forget(key)
+
+    def _delivery(self, batch: _Batch, key: bytes, msg: dict[str, Any]) -> None:
+        items = msg.get("items")
+        entries = items if isinstance(items, list) else [msg]
+        self.metrics.inc("emd_deliveries_reported_total", len(entries))
+        for raw_entry in entries:
+            entry = {k: v for k, v in raw_entry.items() if k not in ("k", "a", "p")}
+            self._log_delivery(batch, key, entry)
+            record = batch.record(key)
+            if record is not None and "fwd" not in record and apply_delivery(record, entry):
+                batch.persons.put(key, record)
+
+    def _tick(self, batch: _Batch, key: bytes, now: float) -> None:
+        record = batch.record(key)
+        wake = wake_time(record)
+        if record is None or wake is None:
+            return
+        if wake > now:
+            self.wake.push(batch.partition, key, wake)
+            return
+        account_name, person = keys.split(key)
+        account = self.accounts().get(account_name)
+        if account is None:
+            return
+        out = apply_tick(account, person, record, now)
+        self._finish(batch, account, person, key, out)
+
+    # ------------------------------------------------------------------ effects of an outcome
+
+    def _finish(self, batch: _Batch, account: Account, person: str, key: bytes, out: Outcome):
+        """Write what changed, send effects, index the next wake and the primary key."""
+        record = out.record
+        if record is None:
+            return
+        if out.changed:
+            batch.persons.put(key, record)
+            self.wake.push(batch.partition, key, wake_time(record))
+        counts = out.funnel_counts()
+        for (rule, kind, hour), n in counts.items():
+            if n > 0:
+                self.metrics.inc(
+                    "emd_rule_transitions_total", n, account=account.name, rule=rule, kind=kind
+                )
+            fkey = funnel_key(account.name, rule, hour, batch.partition)
+            bucket = batch.funnel.setdefault(fkey, {})
+            bucket[kind] = bucket.get(kind, 0) + n
+        for effect in out.effects:
+            if effect["op"] == "undeliverable":
+                self._log_delivery(
+                    batch,
+                    key,
+                    {
+                        "op": "trigger",
+                        "ok": False,
+                        "rule": effect["rule"],
+                        "trigger_id": effect["trigger_id"],
+                        "event": effect["event"],
+                        "text": effect["reason"],
+                        "at": now_iso(),
+                    },
+                )
+                self._dead(batch, "rules", effect["reason"], account=account.name, payload=effect)
+                continue
+            batch.out.append(
+                Output(EFFECTS, keys.key(account.name, effect["contact"]), dumps(effect))
+            )
+        pk = record.get("pk")
+        if pk != out.pk_before:
+            if out.pk_before:
+                self._index_pk(batch, account.name, out.pk_before, None)
+            if pk:
+                self._index_pk(batch, account.name, pk, person)
+
+    def _index_pk(self, batch: _Batch, account: str, pk: str, person: str | None) -> None:
+        ident = keys.pk_index_id(pk)
+        batch.out.append(
+            Output(
+                PERSON,
+                keys.key(account, ident),
+                dumps({"k": "pk", "a": account, "p": ident, "person": person}),
+            )
+        )
+
+    def _log_delivery(self, batch: _Batch, key: bytes, entry: dict[str, Any]) -> None:
+        current = batch.deliveries.get(key)
+        entries = list(current) if isinstance(current, list) else []
+        entries.append(entry)
+        batch.deliveries.put(key, entries[-MAX_DELIVERIES:])
+
+    def _dead(
+        self,
+        batch: _Batch,
+        source: str,
+        reason: str,
+        *,
+        account: str | None = None,
+        payload: Any = None,
+        raw: bytes | None = None,
+    ) -> None:
+        self.metrics.inc("emd_dead_letters_total", source=source)
+        batch.out.append(
+            Output(
+                DEAD,
+                (account or "").encode(),
+                dead_letter(source, reason, account=account, payload=payload, raw=raw),
+            )
+        )
+
+    def _end(self, batch: _Batch, tables: Tables) -> None:
+        batch.persons.flush()
+        batch.deliveries.flush()
+        if batch.funnel:
+            table = tables(FUNNEL, batch.partition)
+            for fkey, delta in batch.funnel.items():
+                raw = table.get(fkey)
+                counts: dict[str, int] = loads(raw) if raw is not None else {}
+                for kind, n in delta.items():
+                    counts[kind] = counts.get(kind, 0) + n
+                table.set(fkey, dumps(counts))
+
+    def _ensure_index(self, partition: int, tables: Tables) -> None:
+        if self.wake.built(partition):
+            return
+        entries: list[tuple[float, bytes]] = []
+        for key, raw in tables(PERSONS, partition).items():
+            try:
+                at = wake_time(loads(raw))
+            except Exception:
+                continue
+            if at is not None:
+                entries.append((at, key))
+        self.wake.rebuild(partition, entries)

@@ -1,0 +1,156 @@
+"""The state a stage sees during one batch, and the records it asks to send.
+
+``Table`` is one table partition as seen by one batch: the agent layer backs it with a
+per-batch cache over the partition's RocksDB (``app.batching.state``), the tests with a
+dict. Values are bytes, as on the changelog.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+
+#: logical topics a stage sends to; the agent layer maps them to the app's topic names
+INPUT = "input"
+PERSON = "person"
+EFFECTS = "effects"
+DEAD = "dead"
+
+
+class Table(Protocol):
+    def get(self, key: bytes) -> bytes | None: ...
+
+    def set(self, key: bytes, value: bytes) -> None: ...
+
+    def delete(self, key: bytes) -> None: ...
+
+    def prefetch(self, keys: Iterable[bytes]) -> None:
+        """Read these keys now, in one go (a hint: ``get`` works without it)."""
+
+    def items(self) -> Iterator[tuple[bytes, bytes]]:
+        """Every entry of the partition (scans: rebuilding indexes after an assignment)."""
+
+
+class Tables(Protocol):
+    def __call__(self, name: str, partition: int) -> Table: ...
+
+
+@dataclass(slots=True)
+class Output:
+    topic: str
+    key: bytes
+    value: bytes
+    partition: int | None = None
+    headers: Mapping[str, bytes] | None = None
+
+
+class RecordLike(Protocol):
+    """What a stage reads of an input record: aiokafka's ConsumerRecord has these."""
+
+    @property
+    def key(self) -> bytes | None: ...
+
+    @property
+    def value(self) -> bytes | None: ...
+
+    @property
+    def partition(self) -> int: ...
+
+    @property
+    def offset(self) -> int: ...
+
+    @property
+    def headers(self) -> Any: ...
+
+
+@dataclass(slots=True)
+class Record:
+    """An input record built by hand (tests, the live simulation)."""
+
+    key: bytes | None
+    value: bytes | None
+    partition: int
+    offset: int
+    headers: tuple[tuple[str, bytes], ...] | list[tuple[str, bytes]] = ()
+
+
+def header(record: RecordLike, name: str) -> str | None:
+    for k, v in record.headers or ():
+        if k == name and v is not None:
+            return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+    return None
+
+
+@dataclass
+class DictTable:
+    """A table partition in a dict: tests, the live simulation, and replay-like tools."""
+
+    data: dict[bytes, bytes] = field(default_factory=dict)
+
+    def get(self, key: bytes) -> bytes | None:
+        return self.data.get(key)
+
+    def set(self, key: bytes, value: bytes) -> None:
+        self.data[key] = value
+
+    def delete(self, key: bytes) -> None:
+        self.data.pop(key, None)
+
+    def prefetch(self, keys: Iterable[bytes]) -> None:
+        return None
+
+    def items(self) -> Iterator[tuple[bytes, bytes]]:
+        return iter(list(self.data.items()))
+
+
+class DictTables:
+    """``Tables`` over dicts, one per (table, partition)."""
+
+    def __init__(self) -> None:
+        self.tables: dict[tuple[str, int], DictTable] = {}
+
+    def __call__(self, name: str, partition: int) -> DictTable:
+        table = self.tables.get((name, partition))
+        if table is None:
+            table = self.tables[(name, partition)] = DictTable()
+        return table
+
+
+class JsonView:
+    """A table partition decoded once per batch: reads decode at most once, writes are
+    kept decoded and encoded once at ``flush`` (the last value of a key wins)."""
+
+    __slots__ = ("_cache", "_dirty", "table")
+
+    def __init__(self, table: Table) -> None:
+        self.table = table
+        self._cache: dict[bytes, object] = {}
+        self._dirty: set[bytes] = set()
+
+    def get(self, key: bytes) -> object:
+        try:
+            return self._cache[key]
+        except KeyError:
+            raw = self.table.get(key)
+            value = orjson.loads(raw) if raw is not None else None
+            self._cache[key] = value
+            return value
+
+    def put(self, key: bytes, value: object) -> None:
+        self._cache[key] = value
+        self._dirty.add(key)
+
+    def delete(self, key: bytes) -> None:
+        self.put(key, None)
+
+    def flush(self) -> None:
+        for key in self._dirty:
+            value = self._cache[key]
+            if value is None:
+                self.table.delete(key)
+            else:
+                self.table.set(key, orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS))
+        self._dirty.clear()
