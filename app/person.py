@@ -6,7 +6,7 @@ and replay decide identically. A record is a JSON-ready dict:
 ``uid`` userId · ``anon`` anonymousIds seen (most recent last, capped) · ``pk`` primary key
 value (the Emarsys contact key, remembered once learned) · ``first``/``last`` seen (event
 time, ``last`` to the minute so a burst of events does not rewrite the record) · ``vals``
-latest value of every data map · ``sent`` Emarsys fields we asked Emarsys to hold (pending
+latest value of every data map, in event time · ``vt`` when each was last seen · ``sent`` Emarsys fields we asked Emarsys to hold (pending
 or acknowledged) · ``acked`` fields Emarsys acknowledged · ``rules`` rule-instance state ·
 ``due`` next rule deadline · ``fwd`` set when this person merged into another.
 
@@ -152,6 +152,29 @@ def _touch_identity(record: dict[str, Any], message: dict[str, Any]) -> bool:
     return changed
 
 
+def _take_values(record: dict[str, Any], values: dict[str, Any], t: float) -> bool:
+    """This event's data map values, unless a later event (in event time) set them: a late
+    event does not overwrite a newer value. Each value keeps the time it was last seen
+    (``vt``, whole seconds, refreshed at ``LAST_SEEN_RESOLUTION`` like ``last``), which
+    decides between two persons' values at a merge."""
+    vals = record["vals"]
+    seen = record.setdefault("vt", {})
+    ts = int(t)
+    changed = False
+    for name, value in values.items():
+        before = seen.get(name)
+        if before is not None and ts < before:
+            continue
+        if vals.get(name) != value:
+            vals[name] = value
+            seen[name] = ts
+            changed = True
+        elif before is None or ts - before >= LAST_SEEN_RESOLUTION:
+            seen[name] = ts
+            changed = True
+    return changed
+
+
 def _touch_times(record: dict[str, Any], t: float) -> bool:
     changed = False
     if record["first"] is None or t < record["first"]:
@@ -202,11 +225,7 @@ def apply_event(
         rec["acked"] = {}
         out.changed = True
     values, out.failures = account.data_maps.evaluate(message)
-    vals = rec["vals"]
-    for name, value in values.items():
-        if vals.get(name) != value:
-            vals[name] = value
-            out.changed = True
+    out.changed |= _take_values(rec, values, event_time)
     if emit_contact:
         update = contact_update(account, person, rec, event_time)
         if update is not None:
@@ -219,7 +238,7 @@ def apply_event(
             message_id=message_id,
             event_time=event_time,
             values=values,
-            user=vals,
+            user=rec["vals"],
         )
         version = rec["rules"].get("v")
         transitions = account.rules.on_event(rec["rules"], ev)
@@ -284,12 +303,17 @@ def apply_merge(
     for key in ("first",):
         if other.get(key) is not None and (rec[key] is None or other[key] < rec[key]):
             rec[key] = other[key]
-    newer = (other.get("last") or 0) > (rec.get("last") or 0)
-    if other.get("last") is not None and newer:
+    if other.get("last") is not None and (other["last"] > (rec.get("last") or 0)):
         rec["last"] = other["last"]
+    # Per data map, the value seen last in event time wins, whoever saw it: the visitor's
+    # fresh plan beats the returning user's of last month, the user's own later value
+    # beats the visitor's (and a merge gives what one person seeing both would have).
+    mine_t, theirs_t = rec.setdefault("vt", {}), other.get("vt") or {}
     for name, value in (other.get("vals") or {}).items():
-        if name not in rec["vals"] or newer:
+        theirs = theirs_t.get(name, other.get("last") or 0)
+        if name not in rec["vals"] or theirs > mine_t.get(name, rec.get("last") or 0):
             rec["vals"][name] = value
+            mine_t[name] = theirs
     if rec["pk"] is None and other.get("pk"):
         rec["pk"] = other["pk"]
         rec["sent"], rec["acked"] = dict(other.get("sent") or {}), dict(other.get("acked") or {})
