@@ -55,6 +55,12 @@ def _start_simulator(port: int) -> subprocess.Popen[bytes] | None:
     return proc
 
 
+def _listening(bind: str) -> str:
+    if bind in ("127.0.0.1", "localhost", "::1"):
+        return f"{bind} only: not reachable from the network (--web-bind 0.0.0.0 opens it)"
+    return f"{bind}: REACHABLE FROM THE NETWORK (ingest and the admin API)"
+
+
 def _banner(config, args, broker_url: str, embedded: bool, sim_port: int | None) -> str:
     web = f"http://127.0.0.1:{args.web_port}"
     token = os.environ["EMD_ADMIN_TOKEN"]
@@ -62,9 +68,10 @@ def _banner(config, args, broker_url: str, embedded: bool, sim_port: int | None)
         "",
         "emarsys-destination dev",
         "=======================",
+        f"  listening on   {_listening(args.web_bind)}",
         f"  console        {web}/",
         f"  ingest         POST {web}/v1/batch  (also /v1/track, /v1/identify, /segment ...)",
-        f"  health         {web}/health     metrics {web}/metrics",
+        f"  health         {web}/health     ready {web}/ready     metrics {web}/metrics",
         f"  broker         {broker_url}"
         + ("  (embedded Tansu, MEMORY ONLY: every topic is lost on exit)" if embedded else ""),
     ]
@@ -76,7 +83,7 @@ def _banner(config, args, broker_url: str, embedded: bool, sim_port: int | None)
     for name, account in config.accounts.items():
         lines.append(f"  account        {name}: API key {account.api_keys[0]!r}")
     lines += [
-        f"  admin token    {token}",
+        f"  admin token    {token}   (also in {token_file(args.datadir)})",
         "",
         "  try:",
         f"    curl -u {next(iter(config.accounts.values())).api_keys[0]}: {web}/v1/track \\",
@@ -84,7 +91,7 @@ def _banner(config, args, broker_url: str, embedded: bool, sim_port: int | None)
         '      -d \'{"userId": "u1", "event": "Coupon Entered", '
         '"properties": {"coupon": "SAVE10", "cart_id": "c1"}, "context": {"traits": '
         '{"email": "ann@example.com"}}}\'',
-        f"    curl -H 'Authorization: Bearer {token}' '{web}/api/accounts/"
+        f'    curl -H "Authorization: Bearer $(cat {token_file(args.datadir)})" \'{web}/api/accounts/'
         f"{next(iter(config.accounts))}/users?userId=u1'",
         "",
         "  Ctrl-C stops everything.",
@@ -100,6 +107,12 @@ def dev_main(argv: list[str]) -> int:
     parser.add_argument("--config", default=os.environ.get("EMD_CONFIG", "examples/config.yaml"))
     parser.add_argument("--broker-port", type=int, default=9092)
     parser.add_argument("--web-port", type=int, default=6066)
+    parser.add_argument(
+        "--web-bind",
+        default=os.environ.get("EMD_WEB_BIND", "127.0.0.1"),
+        help="address the HTTP port listens on (default 127.0.0.1: this machine only; "
+        "0.0.0.0 for every interface)",
+    )
     parser.add_argument("--datadir", default=".emd-data/dev")
     parser.add_argument("-l", "--loglevel", default="info")
     args = parser.parse_args(argv)
@@ -131,8 +144,9 @@ def dev_main(argv: list[str]) -> int:
         sim_port = _simulator_port(config)
         if sim_port:
             simulator = _start_simulator(sim_port)
-        print(_banner(config, args, broker_url, embedded, sim_port), flush=True)
         Path(args.datadir).mkdir(parents=True, exist_ok=True)
+        _write_token(args.datadir, os.environ["EMD_ADMIN_TOKEN"])
+        print(_banner(config, args, broker_url, embedded, sim_port), flush=True)
         return _run_worker(args)
     except BrokerError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -148,6 +162,20 @@ def dev_main(argv: list[str]) -> int:
             broker.stop()
 
 
+def token_file(datadir: str) -> str:
+    """Where ``dev`` leaves the admin token, so a second shell (the README's quick start)
+    can read it with ``$(cat .emd-data/dev/admin-token)`` without exporting anything."""
+    return os.path.join(datadir, "admin-token")
+
+
+def _write_token(datadir: str, token: str) -> None:
+    path = token_file(datadir)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    os.chmod(path, 0o600)  # an existing file keeps its mode through O_CREAT
+
+
 def _run_worker(args: argparse.Namespace) -> int:
     from faust import Worker
 
@@ -155,6 +183,9 @@ def _run_worker(args: argparse.Namespace) -> int:
 
     app.conf.web_port = args.web_port
     app.conf.web_host = "127.0.0.1"
+    # Faust binds 0.0.0.0 by default: on a laptop that opens ingest and the admin API
+    # to every network it joins. dev listens on this machine only unless told otherwise.
+    app.conf.web_bind = args.web_bind
     app.conf.canonical_url = f"http://127.0.0.1:{args.web_port}"  # type: ignore[assignment]
     app.conf.datadir = args.datadir  # type: ignore[assignment]
     worker = Worker(app, loglevel=args.loglevel)

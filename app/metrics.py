@@ -23,6 +23,10 @@ _HELP = {
     "emd_deliveries_reported_total": "Emarsys outcomes recorded in persons' delivery logs",
     "emd_sink_backlog": "effects waiting in the Emarsys sink",
     "emd_consumer_lag": "messages between the committed offset and the end of each partition",
+    "emd_http_bad_connections_total": "HTTP connections broken by the client (disconnected, "
+    "malformed, body_timeout)",
+    "emd_ingest_throttled_total": "ingest requests answered 429, by budget (authenticated, "
+    "unauthenticated)",
 }
 
 
