@@ -551,12 +551,102 @@ def test_trigger_id_or_name_is_fine(trigger: Any) -> None:
     assert load(data).accounts["demo"].rules[0].conditions[2].trigger == trigger
 
 
-def test_exit_without_trigger() -> None:
+def test_exit_without_any_action() -> None:
     data = base()
     del account(data)["rules"][0]["conditions"][2]["trigger"]
     assert problems(data) == [
-        f"{RULE}.conditions[2].trigger: an exit needs a trigger (external event id or name)"
+        f"{RULE}.conditions[2].trigger: an exit needs an action: a trigger (external event id "
+        "or name), add_to_list or remove_from_list (contact list id or name)"
     ]
+
+
+@pytest.mark.parametrize(
+    "actions",
+    [
+        {"add_to_list": 750504659},
+        {"remove_from_list": "Cart abandoners"},
+        {"add_to_list": "VIP customers", "remove_from_list": 750504660},
+        {"trigger": 1234, "add_to_list": "750504659"},
+        {"trigger": "segment.com test event", "remove_from_list": 7.0},
+    ],
+)
+def test_list_actions_with_or_without_trigger(actions: dict[str, Any]) -> None:
+    data = base()
+    exit_ = account(data)["rules"][0]["conditions"][2]
+    del exit_["trigger"]
+    exit_.update(actions)
+    loaded = load(data).accounts["demo"].rules[0].conditions[2]
+    for key, value in actions.items():
+        assert getattr(loaded, key) == (int(value) if isinstance(value, float) else value)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "fragment"),
+    [
+        ("add_to_list", 0, "0 is not a contact list id"),
+        ("remove_from_list", -3, "-3 is not a contact list id"),
+        ("add_to_list", "  ", "an empty contact list is neither an id nor a name"),
+        ("add_to_list", True, "True is not a contact list id (a whole number) or name (text)"),
+        ("remove_from_list", 2.5, "2.5 is not a contact list id"),
+        ("remove_from_list", ["VIP"], "is not a contact list id"),
+    ],
+)
+def test_list_action_neither_id_nor_name(key: str, value: Any, fragment: str) -> None:
+    data = base()
+    account(data)["rules"][0]["conditions"][2][key] = value
+    found = problems(data)
+    assert len(found) == 1, found
+    assert has(found, f"{RULE}.conditions[2].{key}", fragment), found
+
+
+@pytest.mark.parametrize(("index", "kind"), [(0, "start"), (1, "exclude")])
+@pytest.mark.parametrize("key", ["add_to_list", "remove_from_list"])
+def test_list_action_on_a_non_exit(index: int, kind: str, key: str) -> None:
+    data = base()
+    account(data)["rules"][0]["conditions"][index][key] = 750504659
+    assert problems(data) == [
+        f"{RULE}.conditions[{index}].{key}: only an exit has {key}, not a {kind}"
+    ]
+
+
+@pytest.mark.parametrize(("add", "remove"), [(750504659, "750504659"), ("VIP", " VIP ")])
+def test_adding_to_and_removing_from_one_list_is_refused(add: Any, remove: Any) -> None:
+    data = base()
+    account(data)["rules"][0]["conditions"][2].update(add_to_list=add, remove_from_list=remove)
+    found = problems(data)
+    assert len(found) == 1, found
+    assert has(found, f"{RULE}.conditions[2].remove_from_list", "the same list"), found
+
+
+def test_check_config_names_a_list_action_where_it_cannot_be(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = base()
+    account(data)["rules"][0]["conditions"][0]["add_to_list"] = "VIP customers"
+    del account(data)["rules"][0]["conditions"][2]["trigger"]
+    path = write(tmp_path, data)
+    assert check_config_main([str(path)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1:] == [
+        f"  {RULE}.conditions[0].add_to_list: only an exit has add_to_list, not a start",
+        f"  {RULE}.conditions[2].trigger: an exit needs an action: a trigger (external event "
+        "id or name), add_to_list or remove_from_list (contact list id or name)",
+    ]
+    account(data)["rules"][0]["conditions"][0].pop("add_to_list")
+    account(data)["rules"][0]["conditions"][2]["add_to_list"] = "VIP customers"
+    assert check_config_main([str(write(tmp_path, data))]) == 0
+
+
+def test_list_actions_round_trip_through_the_editable_view() -> None:
+    """GET config shows the list actions as written, and nothing for exits without them."""
+    from app.config.live import editable_view
+
+    data = base()
+    account(data)["rules"][0]["conditions"][2]["add_to_list"] = "VIP customers"
+    view = editable_view(load(data), "demo")
+    assert view["rules"][0]["conditions"][2]["add_to_list"] == "VIP customers"
+    assert "remove_from_list" not in view["rules"][0]["conditions"][2]
+    assert "add_to_list" not in view["rules"][0]["conditions"][0]
 
 
 @pytest.mark.parametrize(("index", "kind"), [(0, "start"), (1, "exclude")])
