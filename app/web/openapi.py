@@ -37,6 +37,52 @@ PROBLEMS = {
 }
 
 
+ID_OR_NAME = {"oneOf": [{"type": "integer", "minimum": 1}, {"type": "string", "minLength": 1}]}
+CONDITION = {
+    "type": "object",
+    "required": ["sequence", "type"],
+    "additionalProperties": False,
+    "properties": {
+        "sequence": {"type": "integer", "minimum": 0},
+        "type": {"enum": ["start", "step", "exclude", "exit"]},
+        "on": {"enum": ["track", "page", "screen", "identify", "group", "alias", "any"]},
+        "wait": {"type": "string", "description": "a duration: 30s, 15m, 1h, 2d or seconds"},
+        "within": {"type": "string", "description": "a duration"},
+        "match": {"type": "string", "description": "matching criteria (Segment's FQL)"},
+        "trigger": {
+            **ID_OR_NAME,
+            "description": "exit only: the external event to trigger (id, or a name "
+            "resolved through GET /event)",
+        },
+        "add_to_list": {
+            **ID_OR_NAME,
+            "description": "exit only: the contact list to add the contact to (id, or a name "
+            "resolved through GET /contactlist)",
+        },
+        "remove_from_list": {
+            **ID_OR_NAME,
+            "description": "exit only: the contact list to remove the contact from",
+        },
+        "variables": {"type": "array", "items": {"type": "string"}},
+    },
+    "description": "A row of the rule's conditions table. An exit condition's actions: "
+    "trigger (external event id or name), add_to_list and remove_from_list (contact list "
+    "id or name); at least one.",
+}
+RULE = {
+    "type": "object",
+    "required": ["name", "conditions"],
+    "properties": {
+        "name": {"type": "string"},
+        "lifetime": {"type": "string", "description": "a duration (default 1d)"},
+        "multiple_active": {"type": "boolean"},
+        "transaction": {"type": "string", "description": "a data map's name"},
+        "enabled": {"type": "boolean"},
+        "conditions": {"type": "array", "items": {"$ref": "#/components/schemas/Condition"}},
+    },
+}
+
+
 def _json(desc: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"description": desc, "content": {"application/json": {"schema": schema or {}}}}
 
@@ -137,7 +183,10 @@ def document() -> dict[str, Any]:
             "application/json": {
                 "schema": {
                     "type": "object",
-                    "properties": {"data_maps": {"type": "array"}, "rules": {"type": "array"}},
+                    "properties": {
+                        "data_maps": {"type": "array"},
+                        "rules": {"type": "array", "items": {"$ref": "#/components/schemas/Rule"}},
+                    },
                 }
             }
         },
@@ -287,6 +336,7 @@ def document() -> dict[str, Any]:
             "description": "Segment destination for Emarsys: ingest, inspection, live config.",
         },
         "components": {
+            "schemas": {"Rule": RULE, "Condition": CONDITION},
             "securitySchemes": {
                 "segmentBasic": {
                     "type": "http",
@@ -295,7 +345,7 @@ def document() -> dict[str, Any]:
                     "(or `writeKey` in the body)",
                 },
                 "admin": {"type": "http", "scheme": "bearer", "description": "EMD_ADMIN_TOKEN"},
-            }
+            },
         },
         "paths": paths,
     }

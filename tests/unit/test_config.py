@@ -119,6 +119,12 @@ def test_example_config_is_valid() -> None:
     exit_ = rule.conditions[2]
     assert (exit_.type, exit_.wait, exit_.trigger) == ("exit", 3600.0, 1234)
     assert exit_.variables == ["coupon", "ecom_revenue"]
+    lists = demo.rules[1].conditions[1]  # the simulator's lists, by name
+    assert (lists.trigger, lists.add_to_list, lists.remove_from_list) == (
+        None,
+        "VIP customers",
+        "Cart abandoners",
+    )
 
 
 def test_example_config_takes_secrets_from_the_environment() -> None:
@@ -784,7 +790,7 @@ def test_check_config_ok_on_the_example(capsys: pytest.CaptureFixture[str]) -> N
     assert check_config_main([str(EXAMPLE)]) == 0
     out = capsys.readouterr().out
     assert "OK" in out
-    assert "1 account(s), 6 data map(s), 1 rule(s)" in out
+    assert "1 account(s), 6 data map(s), 2 rule(s)" in out
 
 
 def test_check_config_prints_every_problem(
@@ -888,3 +894,14 @@ def test_durations_in_the_config_are_seconds() -> None:
     assert config.dedupe_window == 172800.0
     assert config.sink.flush_interval == 0.25
     assert config.accounts["demo"].emarsys.timeout == 10.0
+
+
+def test_the_openapi_rule_schema_has_every_field_of_the_config() -> None:
+    """The API's description of rules and conditions cannot drift from the config model."""
+    from app.config.model import ConditionConfig, RuleConfig
+    from app.web.openapi import document
+
+    schemas = document()["components"]["schemas"]
+    assert set(schemas["Condition"]["properties"]) == set(ConditionConfig.model_fields)
+    assert set(schemas["Rule"]["properties"]) == set(RuleConfig.model_fields)
+    assert "at least one" in schemas["Condition"]["description"]
