@@ -236,13 +236,20 @@ def rule_problems(rule: RuleConfig, account: AccountConfig, loc: str) -> list[Pr
 
 def _exit_action_problems(c: ConditionConfig, cl: str) -> list[Problem]:
     """An exit's actions: at least one of trigger, add_to_list, remove_from_list; each an
-    id (1 or more) or a non-empty name; not one list both added to and removed from.
+    id (1 or more) or a non-empty name; not one list both added to and removed from;
+    variables only with a trigger (they go into its data).
 
     "No action" is reported at ``trigger``: the column a user most often fills, and the
     message names the other two."""
     if c.trigger is None and c.add_to_list is None and c.remove_from_list is None:
         return [Problem(f"{cl}.trigger", NO_ACTION)]
     problems: list[Problem] = []
+    if c.trigger is None and c.variables:
+        problems.append(
+            Problem(
+                f"{cl}.variables", "variables fill the trigger's data: this exit has no trigger"
+            )
+        )
     for attr, what in (
         ("trigger", "an external event"),
         ("add_to_list", "a contact list"),

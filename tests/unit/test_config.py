@@ -579,7 +579,7 @@ def test_exit_without_any_action() -> None:
 def test_list_actions_with_or_without_trigger(actions: dict[str, Any]) -> None:
     data = base()
     exit_ = account(data)["rules"][0]["conditions"][2]
-    del exit_["trigger"]
+    del exit_["trigger"], exit_["variables"]
     exit_.update(actions)
     loaded = load(data).accounts["demo"].rules[0].conditions[2]
     for key, value in actions.items():
@@ -615,6 +615,17 @@ def test_list_action_on_a_non_exit(index: int, kind: str, key: str) -> None:
     ]
 
 
+def test_variables_without_a_trigger_have_nothing_to_fill() -> None:
+    data = base()
+    exit_ = account(data)["rules"][0]["conditions"][2]
+    del exit_["trigger"]
+    exit_["add_to_list"] = "VIP customers"
+    assert problems(data) == [
+        f"{RULE}.conditions[2].variables: variables fill the trigger's data: this exit has "
+        "no trigger"
+    ]
+
+
 @pytest.mark.parametrize(("add", "remove"), [(750504659, "750504659"), ("VIP", " VIP ")])
 def test_adding_to_and_removing_from_one_list_is_refused(add: Any, remove: Any) -> None:
     data = base()
@@ -630,6 +641,7 @@ def test_check_config_names_a_list_action_where_it_cannot_be(
     data = base()
     account(data)["rules"][0]["conditions"][0]["add_to_list"] = "VIP customers"
     del account(data)["rules"][0]["conditions"][2]["trigger"]
+    del account(data)["rules"][0]["conditions"][2]["variables"]
     path = write(tmp_path, data)
     assert check_config_main([str(path)]) == 1
     lines = capsys.readouterr().out.splitlines()
