@@ -110,9 +110,15 @@ def contact_update(account: Account, person: str, record: dict[str, Any], at: fl
 def trigger_effects(
     account: Account, person: str, record: dict[str, Any], transitions: list[Effect]
 ) -> list[dict[str, Any]]:
+    """The Emarsys effects of the exits among ``transitions``: the trigger (when the exit
+    has one), then its contact-list actions (``list_effects``)."""
     out = []
     for t in transitions:
         if t.kind != "triggered":
+            continue
+        lists = list_effects(account, person, record, t)
+        if t.trigger is None:
+            out += lists
             continue
         effect = {
             "op": "trigger",
@@ -129,6 +135,46 @@ def trigger_effects(
         }
         if record["pk"] is None:
             effect["op"] = "undeliverable"
+            effect["reason"] = (
+                "no primary key value is known for this person "
+                f"({account.config.primary_key} never seen)"
+            )
+        out.append(effect)
+        out += lists
+    return out
+
+
+LIST_OPS = (("add_to_list", "list_add"), ("remove_from_list", "list_remove"))
+
+
+def list_effects(
+    account: Account, person: str, record: dict[str, Any], t: Effect
+) -> list[dict[str, Any]]:
+    """An exit's contact-list actions: ``list_add``/``list_remove`` with ``list`` the id or
+    name as configured. Each carries the exit's ``trigger_id``, the stable id of the exit
+    firing that the delivery log and the lateness window key on (an exit already sent is
+    not sent again). Without a contact key each is ``undeliverable``, with ``action`` the
+    op it would have been."""
+    out = []
+    for attr, op in LIST_OPS:
+        ref = getattr(t, attr)
+        if ref is None:
+            continue
+        effect: dict[str, Any] = {
+            "op": op,
+            "account": account.name,
+            "person": person,
+            "contact": record["pk"],
+            "user_id": record["uid"],
+            "rule": t.rule,
+            "list": ref,
+            "trigger_id": t.trigger_id,
+            "instance": t.instance_id,
+            "event_time": iso_z(t.at),
+        }
+        if record["pk"] is None:
+            effect["op"] = "undeliverable"
+            effect["action"] = op
             effect["reason"] = (
                 "no primary key value is known for this person "
                 f"({account.config.primary_key} never seen)"

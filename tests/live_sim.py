@@ -7,8 +7,9 @@ records form the batch, and when the wall clock moves and the clock runs. Kafka 
 order only within a partition; everything else here may interleave any way the
 scheduler likes, which is what a property test over interleavings needs.
 
-The Emarsys side is a dict: upserts merged per contact, triggers by trigger_id, and a
-delivery report per person per batch back to the person stage, as the sink sends.
+The Emarsys side is a dict: upserts merged per contact, triggers by trigger_id, list
+memberships, and a delivery report per person per batch back to the person stage, as the
+sink sends.
 """
 
 from __future__ import annotations
@@ -55,7 +56,10 @@ class LiveSim:
         self.contacts: dict[str, dict[str, Any]] = {}
         self.triggers: dict[str, dict[str, Any]] = {}
         self.trigger_sends: list[str] = []
+        self.lists: dict[Any, set[str]] = {}  # list id or name -> contacts
+        self.list_sends: list[tuple[str, Any, str, str]] = []  # op, list, contact, trigger_id
         self.undeliverable: dict[str, dict[str, Any]] = {}
+        self.undeliverable_lists: list[dict[str, Any]] = []
         self.dead: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ input
@@ -160,7 +164,9 @@ class LiveSim:
             elif o.topic == DEAD:
                 self.dead.append(orjson.loads(o.value))
                 payload = self.dead[-1].get("payload") or {}
-                if payload.get("op") == "undeliverable":
+                if payload.get("op") == "undeliverable" and "action" in payload:
+                    self.undeliverable_lists.append(payload)
+                elif payload.get("op") == "undeliverable":
                     self.undeliverable[payload["trigger_id"]] = payload
             elif o.topic == EFFECTS:
                 effect = orjson.loads(o.value)
@@ -184,6 +190,13 @@ class LiveSim:
             self.trigger_sends.append(effect["trigger_id"])
             self.triggers.setdefault(effect["trigger_id"], effect)
             return {"op": "trigger", "ok": True, "contact": effect["contact"],
+                    "trigger_id": effect["trigger_id"]}  # fmt: skip
+        if op in ("list_add", "list_remove"):
+            contact, ref = effect["contact"], effect["list"]
+            self.list_sends.append((op, ref, contact, effect["trigger_id"]))
+            members = self.lists.setdefault(ref, set())
+            (members.add if op == "list_add" else members.discard)(contact)
+            return {"op": op, "ok": True, "contact": contact, "list": ref,
                     "trigger_id": effect["trigger_id"]}  # fmt: skip
         if op == "delete":
             self.contacts.pop(effect["contact"], None)
@@ -218,6 +231,15 @@ def replay_rows(lines: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
         (x["trigger_id"], x["contact"], x["event_time"], orjson.dumps(x["data"]).decode())
         for x in lines
         if x["kind"] == "trigger"
+    )
+
+
+def replay_list_rows(lines: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """Deliverable list actions as ``LiveSim.list_sends`` rows: (op, list, contact, id)."""
+    return sorted(
+        (x["kind"], x["list"], x["contact"], x["trigger_id"])
+        for x in lines
+        if x["kind"] in ("list_add", "list_remove") and not x.get("undeliverable")
     )
 
 

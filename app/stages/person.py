@@ -412,11 +412,12 @@ class PersonStage:
                     batch,
                     key,
                     {
-                        "op": "trigger",
+                        "op": effect.get("action", "trigger"),  # list_add, list_remove
                         "ok": False,
                         "rule": effect["rule"],
                         "trigger_id": effect["trigger_id"],
-                        "event": effect["event"],
+                        "event": effect.get("event"),
+                        **({"list": effect["list"]} if "list" in effect else {}),
                         "text": effect["reason"],
                         "at": now_iso(),
                     },

@@ -271,8 +271,9 @@ def validate(edit: Any) -> list[dict[str, str]]:
                     )
             if cond.get("match"):
                 problems += match_problems(cond["match"], names, f"{cl}.match")
-            if cond.get("type") == "exit" and cond.get("trigger") in (None, ""):
-                problems.append(_problem(f"{cl}.trigger", "an exit needs a trigger"))
+            actions = ("trigger", "add_to_list", "remove_from_list")
+            if cond.get("type") == "exit" and all(cond.get(a) in (None, "") for a in actions):
+                problems.append(_problem(f"{cl}.trigger", "an exit needs an action"))
             for v, var in enumerate(cond.get("variables") or []):
                 if var not in names:
                     problems.append(_problem(f"{cl}.variables[{v}]", f"unknown data map {var!r}"))

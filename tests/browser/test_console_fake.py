@@ -316,9 +316,9 @@ def test_new_rule_and_problems_of_the_whole_rule(console, fake):
     conds = page.locator(tid("cond-row"))
     conds.nth(0).locator(tid("cond-match")).fill('type = "identify"')
     conds.nth(0).locator(tid("cond-on")).select_option("identify")
-    # The exit has no trigger yet.
+    # The exit has no action yet.
     error = page.locator(f"{tid('field-error')}[data-location='conditions[1].trigger']")
-    expect(error).to_contain_text("an exit needs a trigger")
+    expect(error).to_contain_text("an exit needs an action")
     conds.nth(1).locator(tid("cond-trigger")).fill("welcome-email")
     expect(error).to_be_empty()
     # An exit that is not last is a problem of the conditions as a whole.

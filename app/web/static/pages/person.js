@@ -115,6 +115,9 @@ function renderPerson(account, p, config) {
   for (const d of deliveries.filter((x) => x.op === "trigger" && !deliveryFailed(x)).slice(0, 3)) {
     add("ok", h("b", {}, "Triggered"), d.rule ? ` “${d.rule}”` : "", d.event != null ? [" (external event ", h("code", {}, String(d.event)), ")"] : "", " at ", timeCell(d.at));
   }
+  for (const d of deliveries.filter((x) => (x.op === "list_add" || x.op === "list_remove") && !deliveryFailed(x)).slice(0, 3)) {
+    add("ok", h("b", {}, d.op === "list_add" ? "Added to list " : "Removed from list "), h("code", {}, String(d.list)), d.rule ? ` by “${d.rule}”` : "", " at ", timeCell(d.at));
+  }
   for (const inst of instances) {
     const rule = rulesByName.get(inst.rule);
     const next = inst.next;
@@ -127,7 +130,8 @@ function renderPerson(account, p, config) {
     );
   }
   const inProgress = new Set(instances.map((i) => i.rule));
-  const triggeredRules = new Set(deliveries.filter((d) => d.op === "trigger" || d.op === "undeliverable").map((d) => d.rule));
+  const exitOps = ["trigger", "undeliverable", "list_add", "list_remove"];
+  const triggeredRules = new Set(deliveries.filter((d) => exitOps.includes(d.op)).map((d) => d.rule));
   for (const r of config.rules || []) {
     if (inProgress.has(r.name) || triggeredRules.has(r.name)) continue;
     if (r.enabled === false) add("warn", h("b", {}, `“${r.name}”`), " is disabled.");
