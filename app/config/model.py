@@ -129,7 +129,8 @@ LIST_ACTIONS = ("add_to_list", "remove_from_list")
 
 
 class ConditionConfig(_Strict):
-    """One row of the rule editor's conditions table."""
+    """One row of the rule editor's conditions table. An exit's actions are ``trigger``,
+    ``add_to_list`` and ``remove_from_list``: at least one."""
 
     sequence: int = Field(ge=0)
     type: Literal["start", "step", "exclude", "exit"]

@@ -914,6 +914,6 @@ def test_the_openapi_rule_schema_has_every_field_of_the_config() -> None:
     from app.web.openapi import document
 
     schemas = document()["components"]["schemas"]
-    assert set(schemas["Condition"]["properties"]) == set(ConditionConfig.model_fields)
+    assert set(schemas["ConditionConfig"]["properties"]) == set(ConditionConfig.model_fields)
     assert set(schemas["Rule"]["properties"]) == set(RuleConfig.model_fields)
-    assert "at least one" in schemas["Condition"]["description"]
+    assert "at least one" in schemas["ConditionConfig"]["description"]
