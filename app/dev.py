@@ -8,6 +8,7 @@ prints where everything is, and stops it all on Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import secrets
 import shutil
@@ -18,6 +19,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from app.broker import BrokerError, EmbeddedBroker, probe_kafka
+from app.child_process import follow_parent
 
 
 def _simulator_port(config) -> int | None:
@@ -46,6 +48,7 @@ def _start_simulator(port: int) -> subprocess.Popen[bytes] | None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
+        preexec_fn=follow_parent,
     )
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline and not _port_open(port):
@@ -132,8 +135,20 @@ def dev_main(argv: list[str]) -> int:
     try:
         if embedded:
             reuse = probe_kafka("127.0.0.1", args.broker_port) is True
-            broker = EmbeddedBroker(port=args.broker_port).start()
+            stale = _leftover_broker(args.datadir, args.broker_port) if reuse else None
+            if stale is not None:
+                print(
+                    f"error: a broker left over from an earlier `make run` (pid {stale}) "
+                    f"still holds port {args.broker_port}, with that run's topics; `make run` "
+                    f"starts fresh: stop it (kill {stale}) or choose another port "
+                    "(--broker-port)",
+                    file=sys.stderr,
+                )
+                return 1
+            broker = EmbeddedBroker(port=args.broker_port, die_with_parent=True).start()
             os.environ["EMD_BROKER"] = broker.url
+            if broker.process is not None:
+                _record_broker(args.datadir, broker.process.pid, args.broker_port)
             if not reuse:
                 # The broker starts empty: local table state from an earlier run would
                 # claim offsets the new broker never had.
@@ -160,6 +175,38 @@ def dev_main(argv: list[str]) -> int:
                 simulator.kill()
         if broker is not None and not broker.reused:
             broker.stop()
+            with contextlib.suppress(OSError):
+                os.unlink(_broker_file(args.datadir))
+
+
+def _broker_file(datadir: str) -> str:
+    """Where ``dev`` notes the broker it started (beside the data dir, which a fresh start
+    wipes): ``pid port``."""
+    return os.path.normpath(datadir) + ".broker"
+
+
+def _record_broker(datadir: str, pid: int, port: int) -> None:
+    Path(datadir).parent.mkdir(parents=True, exist_ok=True)
+    Path(_broker_file(datadir)).write_text(f"{pid} {port}\n")
+
+
+def _leftover_broker(datadir: str, port: int) -> int | None:
+    """The pid of a broker an earlier ``dev`` started on ``port`` and never stopped (that
+    ``dev`` died where the kernel cannot stop its children: see app.child_process)."""
+    try:
+        pid_text, port_text = Path(_broker_file(datadir)).read_text().split()
+        pid, recorded = int(pid_text), int(port_text)
+    except (OSError, ValueError):
+        return None
+    if recorded != port:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid
+    return pid
 
 
 def token_file(datadir: str) -> str:

@@ -131,3 +131,67 @@ def test_dev_runs_the_stack_and_stops_cleanly(tmp_path):
     assert probe_kafka("127.0.0.1", broker_port) is None  # the broker stopped with it
     with pytest.raises(OSError):
         http("GET", f"http://127.0.0.1:{sim_port}/_sim/stats", timeout=2)
+
+
+def _start_dev(tmp_path: Path, broker_port: int, web_port: int, sim_port: int, log: Path):
+    text = (ROOT / "examples" / "config.yaml").read_text()
+    path = tmp_path / "config.yaml"
+    path.write_text(text.replace("127.0.0.1:9797", f"127.0.0.1:{sim_port}"))
+    cmd = [sys.executable, "-m", "app.cli", "dev", "--config", str(path),
+           "--broker-port", str(broker_port), "--web-port", str(web_port),
+           "--datadir", str(tmp_path / "data")]  # fmt: skip
+    return subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        stdout=open(log, "wb"),
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "EMD_ADMIN_TOKEN": "dev-token"},
+    )
+
+
+def _listening(port: int) -> bool:
+    return bool(listening_addresses(port))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal: Linux")
+def test_a_sigkilled_dev_leaves_no_broker_or_simulator_behind(tmp_path):
+    broker_port, web_port, sim_port = free_port(), free_port(), free_port()
+    proc = _start_dev(tmp_path, broker_port, web_port, sim_port, tmp_path / "dev.log")
+    try:
+        wait_for(
+            lambda: _listening(broker_port) and _listening(sim_port) and _listening(web_port),
+            90,
+            interval=0.5,
+            what="dev's broker, simulator and worker listening",
+        )
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        wait_for(
+            lambda: not _listening(broker_port) and not _listening(sim_port),
+            20,
+            interval=0.25,
+            what="the broker and the simulator gone with dev",
+        )
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_dev_refuses_a_broker_an_earlier_dev_left_behind(tmp_path):
+    """Where the kernel cannot stop dev's children with it: the leftover broker (noted
+    beside the data dir) is refused with a clear message, never silently reused."""
+    from app.broker import EmbeddedBroker
+
+    broker_port, web_port, sim_port = free_port(), free_port(), free_port()
+    leftover = EmbeddedBroker(port=broker_port).start()  # as if an earlier dev had died
+    try:
+        assert leftover.process is not None
+        (tmp_path / "data.broker").write_text(f"{leftover.process.pid} {broker_port}\n")
+        log = tmp_path / "dev.log"
+        proc = _start_dev(tmp_path, broker_port, web_port, sim_port, log)
+        assert proc.wait(60) == 1
+        text = log.read_text()
+        assert f"left over from an earlier `make run` (pid {leftover.process.pid})" in text
+        assert f"kill {leftover.process.pid}" in text
+    finally:
+        leftover.stop()
