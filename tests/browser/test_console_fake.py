@@ -376,6 +376,19 @@ def test_person_page_answers_why(console, fake):
     expect(page.locator(tid("events-table"))).to_contain_text("Coupon Entered")
 
 
+def test_person_page_says_when_a_deadline_waits_out_the_lateness_window(console, fake):
+    from playwright.sync_api import expect
+
+    page = console
+    page.goto(fake.url + "/#/demo/person?userId=late1")
+    expect(page.locator(tid("person-userid"))).to_have_text("late1")
+    expect(page.locator(tid("person-lateness"))).to_contain_text("open until")
+    expect(page.locator(tid("instance-held"))).to_contain_text("unless a late event moves it")
+    verdict = page.locator(tid("person-verdict"))
+    expect(verdict).to_contain_text("waiting out the lateness window")
+    expect(verdict).to_contain_text("unless a late event moves it")
+
+
 def test_deliveries_and_dead_letters(console, fake):
     from playwright.sync_api import expect
 

@@ -137,6 +137,15 @@ def test_an_offline_phone_and_the_same_events_in_one_batch_trigger_alike(stack, 
     ]
     assert stack.post("/v1/batch", {"batch": [l1[0]]}).status == 200
     assert stack.post("/v1/batch", {"batch": l2}).status == 200
+    # Between the two deliveries the person page says why nothing expired yet.
+    person = wait_for(
+        lambda: (r := stack.user("acme", userId=f"{tag}-l1")).status == 200 and r.json(),
+        what="the phone's person",
+    )
+    assert person["lateness"] is not None
+    (inst,) = person["instances"]
+    assert inst["next"]["what"] == "lifetime expires"
+    assert "unless a late event moves it" in inst["next"]["note"]
     time.sleep(3)
     assert stack.post("/v1/batch", {"batch": [l1[1]]}).status == 200
     got = wait_for(

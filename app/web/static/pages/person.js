@@ -127,6 +127,7 @@ function renderPerson(account, p, config) {
       ` at position ${inst.position}`,
       rule ? ` of ${maxSequence(rule)}` : "",
       next ? [`; next: ${next.what} `, timeCell(next.at)] : rule && rule.enabled === false ? "; the rule is disabled, so nothing fires." : "",
+      next && next.heldUntil ? ["; waiting out the lateness window: it ", h("b", { testid: "verdict-held" }, "fires at "), timeCell(next.heldUntil), " unless a late event moves it"] : "",
     );
   }
   const inProgress = new Set(instances.map((i) => i.rule));
@@ -216,6 +217,8 @@ function renderPerson(account, p, config) {
           h("dd", {}, timeCell(p.lastSeen)),
           h("dt", {}, "Next deadline"),
           h("dd", { testid: "person-next-deadline" }, timeCell(p.nextDeadline)),
+          h("dt", {}, "Lateness window"),
+          h("dd", { testid: "person-lateness" }, p.lateness ? ["open until ", timeCell(p.lateness.until), ` (${p.lateness.inputs} recent event(s) kept in event-time order)`] : h("span", { class: "muted" }, "closed")),
         ),
       ),
       section(
@@ -248,7 +251,7 @@ function renderPerson(account, p, config) {
             h("td", {}, timeCell(i.reached)),
             h("td", {}, i.transaction != null ? h("code", {}, String(i.transaction)) : h("span", { class: "muted" }, "—")),
             h("td", {}, Object.keys(vars).length ? h("div", { class: "chips" }, Object.entries(vars).map(([k, v]) => h("span", { class: "chip" }, `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`))) : h("span", { class: "muted" }, "—")),
-            h("td", { testid: "instance-next" }, i.next ? [h("div", {}, i.next.what), timeCell(i.next.at)] : h("span", { class: "muted" }, "—")),
+            h("td", { testid: "instance-next" }, i.next ? [h("div", {}, i.next.what), timeCell(i.next.at), i.next.note ? h("div", { class: "small muted", testid: "instance-held" }, i.next.note) : null] : h("span", { class: "muted" }, "—")),
           );
         }),
         "No rule instance in progress.",
