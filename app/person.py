@@ -200,31 +200,60 @@ def _touch_identity(record: dict[str, Any], message: dict[str, Any]) -> bool:
 
 def _take_values(record: dict[str, Any], values: dict[str, Any], t: float) -> bool:
     """This event's data map values, unless a later event (in event time) set them: a late
-    event does not overwrite a newer value. Each value keeps the time it was last seen
-    (``vt``, whole seconds, refreshed at ``LAST_SEEN_RESOLUTION`` like ``last``), which
-    decides between two persons' values at a merge."""
+    event does not overwrite a newer value. Each value keeps when it was last seen, which
+    decides between two persons' values at a merge (``value_time``)."""
     vals = record["vals"]
     seen = record.setdefault("vt", {})
-    ts = int(t)
+    minute = _minute(record, t)
     changed = False
     for name, value in values.items():
-        before = seen.get(name)
-        if before is not None and ts < before:
+        before = seen.get(name, 0) if name in vals else None
+        if before is not None and minute < before:
             continue
         if vals.get(name) != value:
             vals[name] = value
-            seen[name] = ts
             changed = True
-        elif before is None or ts - before >= LAST_SEEN_RESOLUTION:
-            seen[name] = ts
+        elif before is not None and minute <= before:
+            continue
+        if minute > 0:
+            seen[name] = minute
+            changed = True
+        elif name in seen:
+            del seen[name]
             changed = True
     return changed
+
+
+def value_time(record: dict[str, Any], name: str) -> float:
+    """When the person last saw ``name``'s value, to the minute. ``vt`` holds whole minutes
+    after the person's first event (a few bytes a value; absent: that first minute). A
+    record from before value times has none: its values count as seen at its last event."""
+    seen = record.get("vt")
+    if seen is None:
+        return float(record.get("last") or 0)
+    return float(record.get("first") or 0) + 60.0 * seen.get(name, 0)
+
+
+def _minute(record: dict[str, Any], t: float) -> int:
+    return max(0, int((t - (record.get("first") or t)) // 60))
+
+
+def _move_first(record: dict[str, Any], t: float) -> None:
+    """An earlier first event: value times are minutes after it, so they move up."""
+    old = record.get("first")
+    record["first"] = t
+    seen = record.get("vt")
+    if old is None or seen is None:
+        return
+    shift = int((old - t) // 60)
+    if shift > 0:
+        record["vt"] = {name: seen.get(name, 0) + shift for name in record.get("vals", {})}
 
 
 def _touch_times(record: dict[str, Any], t: float) -> bool:
     changed = False
     if record["first"] is None or t < record["first"]:
-        record["first"] = t
+        _move_first(record, t)
         changed = True
     if record["last"] is None or t - record["last"] >= LAST_SEEN_RESOLUTION:
         record["last"] = t
@@ -346,20 +375,23 @@ def apply_merge(
         if anon not in rec["anon"]:
             rec["anon"].append(anon)
     rec["anon"] = rec["anon"][-MAX_ANONYMOUS_IDS:]
-    for key in ("first",):
-        if other.get(key) is not None and (rec[key] is None or other[key] < rec[key]):
-            rec[key] = other[key]
+    if other.get("first") is not None and (rec["first"] is None or other["first"] < rec["first"]):
+        _move_first(rec, other["first"])
     if other.get("last") is not None and (other["last"] > (rec.get("last") or 0)):
         rec["last"] = other["last"]
     # Per data map, the value seen last in event time wins, whoever saw it: the visitor's
     # fresh plan beats the returning user's of last month, the user's own later value
     # beats the visitor's (and a merge gives what one person seeing both would have).
-    mine_t, theirs_t = rec.setdefault("vt", {}), other.get("vt") or {}
     for name, value in (other.get("vals") or {}).items():
-        theirs = theirs_t.get(name, other.get("last") or 0)
-        if name not in rec["vals"] or theirs > mine_t.get(name, rec.get("last") or 0):
+        theirs = value_time(other, name)
+        if name not in rec["vals"] or theirs > value_time(rec, name):
             rec["vals"][name] = value
-            mine_t[name] = theirs
+            minute = _minute(rec, theirs)
+            seen = rec.setdefault("vt", {})
+            if minute > 0:
+                seen[name] = minute
+            else:
+                seen.pop(name, None)
     if rec["pk"] is None and other.get("pk"):
         rec["pk"] = other["pk"]
         rec["sent"], rec["acked"] = dict(other.get("sent") or {}), dict(other.get("acked") or {})

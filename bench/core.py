@@ -228,6 +228,20 @@ def bench_stages(messages: Sequence[dict[str, Any]], batch: int = 500) -> dict[s
     }
 
 
+def bench_replay(messages: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """``replay`` over the events (identity, data maps, rules, in memory)."""
+    from app.config.model import Config
+    from app.replay.driver import Replay
+
+    replay = Replay(Config.model_validate({"accounts": {ACCOUNT: account_dict()}}), ACCOUNT)
+    start = time.perf_counter()
+    lines = 0
+    for m in messages:
+        lines += len(replay.feed(m))
+    lines += len(replay.finish())
+    return {"events_per_s": len(messages) / (time.perf_counter() - start), "lines": lines}
+
+
 def run_core(
     events: int = 20_000,
     users: int = 10_000,
@@ -245,4 +259,5 @@ def run_core(
         "datamaps": bench_datamaps(msgs, min_seconds=min_seconds),
         "person": bench_person(msgs),
         "stages": bench_stages(msgs),
+        "replay": bench_replay(msgs),
     }

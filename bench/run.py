@@ -613,6 +613,7 @@ def render(r: dict[str, Any]) -> str:
             f"({sg['person_records']:,} person records)",
         )
     )
+    rows.append(("core: `replay` over the same events", core["replay"]["events_per_s"], ""))
     st = pe["state"]
     ratios = r["ratios"]
     sim = p["simulator"]

@@ -7,7 +7,6 @@ import asyncio
 import io
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -695,7 +694,8 @@ def test_cli_account_checks(tmp_path: Path, capsys):
     assert first["account"] == "beta"
 
 
-def test_cli_20000_lines_is_fast_and_stdout_is_only_json(tmp_path: Path, config_file: Path, capsys):
+def test_cli_20000_lines_writes_only_json_to_stdout(tmp_path: Path, config_file: Path, capsys):
+    """(How fast: ``make bench``'s replay row; speed is never asserted in tests.)"""
     path = tmp_path / "big.jsonl"
     with path.open("wb") as f:
         for i in range(20_000):
@@ -709,12 +709,9 @@ def test_cli_20000_lines_is_fast_and_stdout_is_only_json(tmp_path: Path, config_
             else:
                 e = track("Page", at, user=None, anon=f"anon{i % 900}", email=None)
             f.write(orjson.dumps(e) + b"\n")
-    started = time.perf_counter()
     rc = replay_main(["--config", str(config_file), "--file", str(path), "--format", "jsonl"])
-    elapsed = time.perf_counter() - started
     out, err = capsys.readouterr()
     assert rc == 0
-    assert elapsed < 10, f"{elapsed:.1f} s"
     rows = [orjson.loads(x) for x in out.splitlines()]
     assert all(isinstance(r, dict) and "kind" in r for r in rows)
     s = rows[-1]
