@@ -96,31 +96,25 @@ def _choice_key(k: Any) -> str:
     return str(k)
 
 
-def _trigger(value: Any) -> Any:
-    """An external event id (a whole number) or name; YAML's ``true`` or ``1.5`` is neither."""
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    raise ValueError(f"{value!r} is not an external event id (a whole number) or name (text)")
+def _id_or_name(what: str) -> Any:
+    """A validator: an Emarsys id (a whole number) or name; YAML's ``true`` or ``1.5`` is
+    neither."""
+
+    def check(value: Any) -> Any:
+        if value is None or isinstance(value, str):
+            return value
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ValueError(f"{value!r} is not {what} id (a whole number) or name (text)")
+
+    return check
 
 
+_trigger = _id_or_name("an external event")
 Trigger = Annotated[int | str | None, BeforeValidator(_trigger)]
-
-
-def _contact_list(value: Any) -> Any:
-    """A contact list id (a whole number) or name, like a trigger's external event."""
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    raise ValueError(f"{value!r} is not a contact list id (a whole number) or name (text)")
-
-
+_contact_list = _id_or_name("a contact list")
 ContactList = Annotated[int | str | None, BeforeValidator(_contact_list)]
 
 #: The exit's actions besides ``trigger``. Left out of a rule's fingerprint while unset,

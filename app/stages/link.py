@@ -108,6 +108,16 @@ class LinkStage:
             )
         )
 
+    def _reject_alias(self, out: list[Output], account: str, msg: Any) -> None:
+        self._reject(
+            out,
+            "identity",
+            "alias needs a usable previousId and a different userId",
+            account,
+            message_id=msg.message_id,
+            payload=msg.data,
+        )
+
     def _one(self, record: RecordLike, links: Any, dedupe: Any, now: float, out: list[Output]):
         raw = record.value if record.value is not None else b""
         accounts = self.accounts()
@@ -165,14 +175,7 @@ class LinkStage:
 
         t = msg.event_time.timestamp()
         if msg.type == "alias" and resolve(msg.data, _no_links) is None:
-            self._reject(
-                out,
-                "identity",
-                "alias needs a usable previousId and a different userId",
-                account,
-                message_id=msg.message_id,
-                payload=msg.data,
-            )
+            self._reject_alias(out, account, msg)
             return
         if rid.startswith("u:"):
             # Keyed by its person: the person stage of this very partition takes it (the
@@ -188,14 +191,7 @@ class LinkStage:
 
         res = resolve(msg.data, lookup)
         if res is None:
-            self._reject(
-                out,
-                "identity",
-                "alias needs a usable previousId and a different userId",
-                account,
-                message_id=msg.message_id,
-                payload=msg.data,
-            )
+            self._reject_alias(out, account, msg)
             return
         if res.person.startswith("a:"):
             # Mark that this anonymous visitor has state of its own (written once), so the

@@ -243,13 +243,19 @@ class PersonStage:
         self._link_request(batch, account, anon, user, t)
         return anon
 
+    def _live(self, batch: _Batch, key: bytes, msg: dict[str, Any]) -> dict[str, Any] | None:
+        """The record a message is for, or None: absent, or merged into another (the
+        message is then passed on)."""
+        record = batch.record(key)
+        if record is not None and "fwd" in record:
+            self._forward(batch, record, msg)
+            return None
+        return record
+
     def _settle(self, batch: _Batch, account: Account, person: str, key: bytes, msg, now):
         """The link partition's answer to a link request: who will hand over state."""
-        record = batch.record(key)
+        record = self._live(batch, key, msg)
         if record is None:
-            return
-        if "fwd" in record:
-            self._forward(batch, record, msg)
             return
         if settle(record, msg["ident"], msg.get("srcs") or []):
             self._settled(batch, account, person, key, record, now)
@@ -271,11 +277,8 @@ class PersonStage:
 
     def _lost(self, batch: _Batch, key: bytes, msg: dict[str, Any]) -> None:
         """Another user took one of this user's anonymousIds (a shared device)."""
-        record = batch.record(key)
+        record = self._live(batch, key, msg)
         if record is None:
-            return
-        if "fwd" in record:
-            self._forward(batch, record, msg)
             return
         lost = record.setdefault("lost", [])
         if msg["anon"] not in lost:
