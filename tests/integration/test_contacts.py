@@ -86,7 +86,11 @@ def test_anonymous_page_then_identify_is_one_person(stack, simulator):
         lambda: stack.user("acme", anonymousId=anon).json()["values"].get("coupon") == "C1",
         what="the anonymous value merged",
     )
-    assert stack.user("acme", primaryKey=email).json()["person"] == f"u:{user}"
+    # The primary-key index lives on the key's own partition and is written shortly after.
+    wait_for(
+        lambda: stack.user("acme", primaryKey=email).json().get("person") == f"u:{user}",
+        what="the primary key indexed to the user",
+    )
     # A later anonymous-only event is attributed to the user.
     stack.post("/v1/track", {"anonymousId": anon, "event": "Later"})
     wait_for(

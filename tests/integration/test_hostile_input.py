@@ -34,7 +34,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from app import keys
-from app.identity import resolve, routing_id
+from app.identity import partition_id, resolve
 from app.segment.model import InvalidMessage, parse_message
 from tests.hostile import (
     BATCH_SIZE_CASES,
@@ -79,7 +79,7 @@ def verdict(value: bytes | None, headers: list[tuple[str, bytes]]) -> str:
         msg = parse_message(obj)
     except (orjson.JSONDecodeError, InvalidMessage):
         return "reject"
-    if routing_id(msg.data) is None:
+    if partition_id(msg.data) is None:
         return "reject"
     if resolve(msg.data, lambda _i: None) is None:
         return "reject-after-dedupe"
