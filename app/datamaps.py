@@ -39,7 +39,7 @@ from decimal import Decimal, DecimalException
 from typing import Any, Final
 
 from app.config.model import DataMapConfig
-from app.jsonpath import MISSING, compile_path, read
+from app.jsonpath import MISSING, PathSet, compile_path
 from app.segment.model import parse_iso
 
 SHORT_TEXT_FIELDS: Final = frozenset({1, 2, 46})
@@ -247,6 +247,9 @@ def _date_converter(dm: DataMapConfig) -> Converter:
             dt = _parse_text_time(name, raw, "YYYY-MM-DD")
             if dt is None:
                 return None
+            # The calendar date as written: the text parsed, so it starts with it (and
+            # formatting the datetime again costs more than the parse).
+            return raw.strip()[:10]
         elif isinstance(raw, int | float) and not isinstance(raw, bool):
             dt = _from_unix(name, raw)
         else:
@@ -264,6 +267,11 @@ def _datetime_converter(dm: DataMapConfig) -> Converter:
             dt = _parse_text_time(name, raw, "YYYY-MM-DDTHH:MM:SS with Z or an offset")
             if dt is None:
                 return None
+            text = raw.strip()
+            if dt.tzinfo is UTC and len(text) >= 19 and text[16] == ":":
+                # Written in UTC with seconds (``toISOString()``'s shape): the text parsed,
+                # so its date and time are the answer, the fraction dropped.
+                return f"{text[:10]}T{text[11:19]}Z"
             try:
                 dt = dt.astimezone(UTC)
             except OverflowError:
@@ -338,15 +346,24 @@ def convert(dm: DataMapConfig, raw: Any) -> Any:
 
 
 class DataMaps:
-    """An account's data maps, compiled once (paths and converters) and evaluated per event."""
+    """An account's data maps, compiled once (paths and converters) and evaluated per event.
 
-    __slots__ = ("_compiled", "_fields", "maps", "names")
+    The paths are read in one walk of the message (``PathSet``): the data maps of an
+    account mostly share ``traits``, ``properties`` and ``context``, and a page event
+    without ``traits`` skips all of its trait maps with one lookup.
+    """
+
+    __slots__ = ("_compiled", "_convs", "_fields", "_paths", "maps", "names")
 
     def __init__(self, maps: Sequence[DataMapConfig]) -> None:
         self.maps: tuple[DataMapConfig, ...] = tuple(maps)
         self.names: tuple[str, ...] = tuple(dm.name for dm in self.maps)
         self._compiled: tuple[tuple[str, tuple[str | int, ...], Converter], ...] = tuple(
             (dm.name, compile_path(dm.path), converter(dm)) for dm in self.maps
+        )
+        self._paths = PathSet([steps for _, steps, _ in self._compiled])
+        self._convs: tuple[tuple[str, Converter], ...] = tuple(
+            (name, conv) for name, _, conv in self._compiled
         )
         # (field id as text, data map name) in config order: when several data maps write
         # the same field, the first one with a value wins (a fallback chain).
@@ -365,8 +382,7 @@ class DataMaps:
         """Like ``evaluate``, with each failure's reason (safe to log: no values in it)."""
         values: dict[str, Any] = {}
         failures: dict[str, str] = {}
-        for name, steps, conv in self._compiled:
-            raw = read(message, steps)
+        for (name, conv), raw in zip(self._convs, self._paths.values(message), strict=True):
             if raw is None or raw is MISSING:
                 continue
             try:

@@ -12,10 +12,10 @@ first index is taken (``properties.products``), so every index of it reads the s
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from app.jsonpath import MISSING, Step, read
+from app.jsonpath import MISSING, Step
 
 #: Read by ``app.person`` and the rule machine whatever the config says.
 ALWAYS: tuple[tuple[Step, ...], ...] = (
@@ -28,9 +28,11 @@ ALWAYS: tuple[tuple[Step, ...], ...] = (
 
 
 class Projection:
-    """Which paths of a message to keep, compiled once per account config."""
+    """Which paths of a message to keep, compiled once per account config into one copying
+    walk: each kept prefix's steps are looked up once, shared steps once for all of them
+    (the bench account keeps ~26 prefixes under a handful of top-level keys)."""
 
-    __slots__ = ("prefixes",)
+    __slots__ = ("_copy", "prefixes")
 
     def __init__(self, paths: Iterable[tuple[Step, ...]]) -> None:
         prefixes: set[tuple[str, ...]] = set()
@@ -46,18 +48,55 @@ class Projection:
             if not any(p[: len(k)] == k for k in kept):
                 kept.append(p)
         self.prefixes = tuple(kept)
+        tree: dict[str, Any] = {}
+        for prefix in self.prefixes:
+            node = tree
+            for step in prefix[:-1]:
+                node = node.setdefault(step, {})
+            node[prefix[-1]] = None  # kept whole
+        self._copy = _copier(tree)
 
     def __call__(self, message: Mapping[str, Any]) -> dict[str, Any]:
+        return self._copy(message) or {}
+
+
+Copier = Callable[[Any], "dict[str, Any] | None"]
+
+
+def _copier(tree: dict[str, Any]) -> Copier:
+    """A closure copying ``tree``'s keys out of a mapping (None when given anything else):
+    a key marked None is kept whole (the value itself, not a copy); a subtree becomes a new
+    dict holding what was found under it, and is left out when nothing was."""
+    items = tuple((key, None if sub is None else _copier(sub)) for key, sub in tree.items())
+
+    def copy(cur: Any) -> dict[str, Any] | None:
+        get: Callable[[str, Any], Any]
+        if type(cur) is dict:
+            get = cur.get
+        elif isinstance(cur, Mapping):
+            get = _mapping_get(cur)
+        else:
+            return None
         out: dict[str, Any] = {}
-        for prefix in self.prefixes:
-            value = read(message, prefix)
+        for key, sub in items:
+            value = get(key, MISSING)
             if value is MISSING:
                 continue
-            node = out
-            for step in prefix[:-1]:
-                nxt = node.get(step)
-                if nxt is None:
-                    nxt = node[step] = {}
-                node = nxt
-            node[prefix[-1]] = value
+            if sub is None:
+                out[key] = value
+            else:
+                inner = sub(value)
+                if inner:
+                    out[key] = inner
         return out
+
+    return copy
+
+
+def _mapping_get(cur: Mapping[str, Any]) -> Callable[[str, Any], Any]:
+    """``read``'s rule for mappings other than dicts: ``in``, then ``[]``."""
+
+    def get(key: str, default: Any) -> Any:
+        return cur[key] if key in cur else default  # noqa: SIM401 (exactly read()'s test)
+
+    return get
