@@ -104,7 +104,10 @@ def parse_iso(text: str) -> datetime:
         dt = datetime.fromisoformat(text)
     except ValueError:
         return _parse_iso_slow(text, m)
-    return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
+    if dt.tzinfo is not None:
+        return dt
+    # No offset: UTC. The constructor is a third of ``replace(tzinfo=...)``'s cost.
+    return datetime(dt.year, dt.month, dt.day, dt.hour, dt.minute, dt.second, dt.microsecond, UTC)
 
 
 def _parse_iso_slow(text: str, m: re.Match[str]) -> datetime:
