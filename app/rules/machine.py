@@ -156,6 +156,8 @@ class _Rule:
     timer: dict[int, _Cond]  # position p -> the earliest exit without match at p + 1
     window: dict[int, float]  # position p -> within-expiry offset
     var_names: tuple[str, ...]
+    #: ``rule \x1f`` as UTF-8: the start of what an instance id hashes
+    id_prefix: bytes
     #: position p -> the earlier of the timer's wait and the within offset: an instance
     #: at p reached at ``a`` has nothing due before ``a + soonest[p]`` (nor before its
     #: lifetime ends), which ``_fire`` checks before building any deadline
@@ -178,6 +180,10 @@ def _txn_key(value: Any) -> str | None:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
+
+
+#: builds an Effect from its fields without NamedTuple's Python-level ``__new__`` frame
+_tuple_new = tuple.__new__
 
 
 def _instance_id(rule: str, message_id: str, txn: str | None) -> str:
@@ -244,6 +250,7 @@ class RuleSet:
             timer={},
             window={},
             var_names=(),
+            id_prefix=f"{cfg.name}\x1f".encode(),
             soonest={},
         )
         var_names: dict[str, None] = {}
@@ -303,25 +310,35 @@ class RuleSet:
         if state.get("r"):
             changed = self._reconcile(state, t, effects)
             self._fire(state, t, ev.user, effects)
-        fired = len(effects)
         name = ev.message.get("event")
         if not isinstance(name, str):
             name = None
         rules_state: dict[str, Any] = state.get("r", {})
         blocked: set[tuple[str, str | None]] = set()
         values = ev.values
-        for rname, entry in rules_state.items():
-            insts: list[Instance] = entry["i"]
-            if not insts:
-                continue
-            rule = self._rules[rname]
-            if not rule.multiple_active:
-                blocked.update((rname, i.get("t")) for i in insts)
-            ev_txn = _txn_key(values.get(rule.transaction)) if rule.transaction else None
-            ended = [i for i in insts if self._apply(rule, i, ev, name, ev_txn, effects)]
-            if ended:
-                self._remove(entry, ended)
+        # Only an instance this event starts or moves can be due at ``t`` after the run
+        # above (it fired every other one up to ``t``): the second run is needed only then.
+        fire_again = False
+        if rules_state:
+            before = len(effects)
+            for rname, entry in rules_state.items():
+                insts: list[Instance] = entry["i"]
+                if not insts:
+                    continue
+                rule = self._rules[rname]
+                if not rule.multiple_active:
+                    blocked.update((rname, i.get("t")) for i in insts)
+                ev_txn = _txn_key(values.get(rule.transaction)) if rule.transaction else None
+                ended = [i for i in insts if self._apply(rule, i, ev, name, ev_txn, effects)]
+                if ended:
+                    self._remove(entry, ended)
+            fire_again = any(e.kind == "advanced" for e in effects[before:])
         message_id = ev.message_id
+        id_middle: bytes | None = None
+        message, user = ev.message, ev.user
+        evaluations = 0
+        # The index gives only conditions whose ``on`` and event names admit this event,
+        # so ``_match``'s first two tests are known to pass here.
         for cond in self._candidates(ev.type, name):
             rule = cond.rule
             rname = rule.name
@@ -332,12 +349,21 @@ class RuleSet:
                     continue
             if blocked and (rname, txn) in blocked:
                 continue
-            iid = _instance_id(rname, message_id, txn)
+            if id_middle is None:
+                id_middle = f"{message_id}\x1f".encode()
+            # _instance_id, with the rule's and the message's bytes encoded once
+            raw_id = (
+                rule.id_prefix + id_middle + txn.encode() if txn else rule.id_prefix + id_middle
+            )
+            iid = hashlib.sha1(raw_id).hexdigest()[:16]
             entry = rules_state.get(rname)
             if entry is not None and (iid in entry["d"] or any(i["id"] == iid for i in entry["i"])):
                 continue
-            if not self._match(cond, ev, name):
-                continue
+            test = cond.test
+            if test is not None:
+                evaluations += 1
+                if not test(message, values, user):
+                    continue
             inst: Instance = {
                 "id": iid,
                 "f": rule.fingerprint,
@@ -348,17 +374,27 @@ class RuleSet:
             }
             if txn is not None:
                 inst["t"] = txn
-            if rule.var_names:
-                self._capture(rule, inst, ev)
+            captured: dict[str, Any] | None = None
+            for vname in rule.var_names:  # _capture, into a new instance
+                value = values.get(vname)
+                if value is not None:
+                    if captured is None:
+                        captured = inst["x"] = {}
+                    captured[vname] = value
             if entry is None:
                 state["r"] = rules_state  # absent from a state written as {}
                 entry = rules_state[rname] = {"i": [], "d": []}
             entry["i"].append(inst)
-            effects.append(Effect("started", rname, iid, t, 0, None, None, None, None, txn))
-        if len(effects) > fired:
-            # Only an instance this event started or moved can be due now: the run above
-            # fired every other one up to ``t``.
-            self._fire(state, t, ev.user, effects)
+            effects.append(
+                _tuple_new(Effect, ("started", rname, iid, t, 0, None, None, None, None, txn))
+            )
+            if not fire_again:
+                soonest = rule.soonest.get(0)
+                fire_again = t + rule.lifetime <= t or (soonest is not None and t + soonest <= t)
+        if evaluations:
+            self.evaluations += evaluations
+        if fire_again:
+            self._fire(state, t, user, effects)
         if changed or effects:
             state["v"] = state.get("v", 0) + 1
         return effects
