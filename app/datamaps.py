@@ -353,7 +353,7 @@ class DataMaps:
     without ``traits`` skips all of its trait maps with one lookup.
     """
 
-    __slots__ = ("_compiled", "_convs", "_fields", "_paths", "maps", "names")
+    __slots__ = ("_compiled", "_convs", "_fields", "_paths", "maps", "names", "unique_fields")
 
     def __init__(self, maps: Sequence[DataMapConfig]) -> None:
         self.maps: tuple[DataMapConfig, ...] = tuple(maps)
@@ -370,6 +370,13 @@ class DataMaps:
         self._fields: tuple[tuple[str, str], ...] = tuple(
             (str(dm.field), dm.name) for dm in self.maps if dm.field is not None
         )
+        #: no two data maps write one field (then the first with a value needs no tracking)
+        self.unique_fields = len({f for f, _ in self._fields}) == len(self._fields)
+
+    @property
+    def field_sources(self) -> tuple[tuple[str, str], ...]:
+        """(Emarsys field id as text, data map name) in config order: ``fields``' table."""
+        return self._fields
 
     def evaluate(self, message: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
         """(converted values present in ``message`` by name, names that failed to convert)."""
@@ -382,9 +389,11 @@ class DataMaps:
         """Like ``evaluate``, with each failure's reason (safe to log: no values in it)."""
         values: dict[str, Any] = {}
         failures: dict[str, str] = {}
-        for (name, conv), raw in zip(self._convs, self._paths.values(message), strict=True):
-            if raw is None or raw is MISSING:
+        convs = self._convs
+        for i, raw in self._paths.present(message):
+            if raw is None:
                 continue
+            name, conv = convs[i]
             try:
                 value = conv(raw)
             except ConversionError as e:

@@ -67,7 +67,8 @@ def _copier(tree: dict[str, Any]) -> Copier:
     """A closure copying ``tree``'s keys out of a mapping (None when given anything else):
     a key marked None is kept whole (the value itself, not a copy); a subtree becomes a new
     dict holding what was found under it, and is left out when nothing was."""
-    items = tuple((key, None if sub is None else _copier(sub)) for key, sub in tree.items())
+    whole = tuple(key for key, sub in tree.items() if sub is None)
+    nested = tuple((key, _copier(sub)) for key, sub in tree.items() if sub is not None)
 
     def copy(cur: Any) -> dict[str, Any] | None:
         get: Callable[[str, Any], Any]
@@ -78,13 +79,13 @@ def _copier(tree: dict[str, Any]) -> Copier:
         else:
             return None
         out: dict[str, Any] = {}
-        for key, sub in items:
+        for key in whole:
             value = get(key, MISSING)
-            if value is MISSING:
-                continue
-            if sub is None:
+            if value is not MISSING:
                 out[key] = value
-            else:
+        for key, sub in nested:
+            value = get(key, MISSING)
+            if value is not MISSING:
                 inner = sub(value)
                 if inner:
                     out[key] = inner

@@ -446,6 +446,9 @@ def parse_message(obj: object, *, received_at: datetime | None = None) -> Parsed
     model = MODELS.get(t)
     if model is None:
         raise InvalidMessage(f"type: unknown type {_short(t, 30)} (expected {_TYPES_TEXT})")
+    fast = _parse_plain(obj, t, received_at)
+    if fast is not None:
+        return fast
     try:
         msg = model.model_validate(obj)
     except ValidationError as e:
@@ -478,6 +481,117 @@ def parse_message(obj: object, *, received_at: datetime | None = None) -> Parsed
         message_id=message_id,
         user_id=msg.userId if _present(msg.userId) else None,
         anonymous_id=msg.anonymousId if _present(msg.anonymousId) else None,
+        event_time=event_time,
+    )
+
+
+# The fields each type's model validates, by kind (what ``_parse_plain`` checks itself).
+_KIND_OF: Final = {
+    "type": "type",
+    "messageId": "id",
+    "userId": "id",
+    "anonymousId": "id",
+    "previousId": "id",
+    "groupId": "id",
+    "timestamp": "time",
+    "originalTimestamp": "time",
+    "sentAt": "time",
+    "receivedAt": "time",
+    "context": "object",
+    "integrations": "object",
+    "traits": "object",
+    "properties": "object",
+    "version": "version",
+    "event": "text",
+}
+_PLAIN_FIELDS: Final = {
+    t: tuple((f, _KIND_OF[f]) for f in m.model_fields if f != "type") for t, m in MODELS.items()
+}
+assert all(f in _KIND_OF for m in MODELS.values() for f in m.model_fields)
+_VERSION_TYPES: Final = (int, float, str)
+
+
+def _parse_plain(obj: dict[str, Any], t: str, received_at: datetime | None) -> ParsedMessage | None:
+    """``parse_message`` for a message whose validated fields all have their plain JSON
+    types (ids as text, timestamps as valid ISO text, objects as dicts): what nearly every
+    message looks like. None for anything else, which then takes the pydantic model (the
+    only source of rejection reasons): this path accepts only what the model accepts and
+    gives what it gives, without building the model (the most expensive step per message).
+    """
+    if type(obj) is not dict:
+        return None
+    times: dict[str, datetime] = {}
+    for name, kind in _PLAIN_FIELDS[t]:
+        value = obj.get(name)
+        if value is None:
+            continue
+        if kind == "id" or kind == "text":
+            if type(value) is not str:
+                return None
+            if name == "messageId" and len(value) > MESSAGE_ID_MAX:
+                return None
+        elif kind == "time":
+            if type(value) is not str:
+                return None
+            try:
+                times[name] = parse_iso_utc(value)
+            except ValueError:
+                return None
+        elif kind == "object":
+            if type(value) is not dict:
+                return None
+        elif type(value) not in _VERSION_TYPES:  # version
+            return None
+    # the model's checks: per type (``_check_type``), then an identity
+    get = obj.get
+    if t == "track":
+        if not _present(get("event")):
+            return None
+    elif t == "group":
+        if not _present(get("groupId")):
+            return None
+    elif t == "alias":
+        if not (_present(get("previousId")) and _present(get("userId"))):
+            return None
+    elif t == "delete" and not _present(get("userId")):
+        return None
+    user_id = get("userId")
+    anonymous_id = get("anonymousId")
+    if not (_present(user_id) or _present(anonymous_id)):
+        return None
+
+    data = dict(obj)
+    data.pop("writeKey", None)
+    message_id = get("messageId")
+    if message_id is None or not _present(message_id):
+        raw = dict(obj)
+        raw.pop("writeKey", None)
+        try:
+            message_id = content_message_id(raw)
+        except InvalidMessage:
+            return None  # keys that are not text: the model says so first
+        data["messageId"] = message_id
+    try:
+        _check_encodable(data)
+    except InvalidMessage:
+        return None  # the same again (the model rejects non-text keys before this)
+
+    event_time = (
+        times.get("timestamp")
+        or times.get("originalTimestamp")
+        or times.get("sentAt")
+        or times.get("receivedAt")
+    )
+    if event_time is None:
+        event_time = _as_utc(received_at) if received_at is not None else datetime.now(UTC)
+    if received_at is not None and "receivedAt" not in times:
+        data["receivedAt"] = format_millis(_as_utc(received_at))
+    return ParsedMessage(
+        data=data,
+        type=t,
+        message_id=message_id,
+        user_id=user_id if _present(user_id) else None,
+        anonymous_id=anonymous_id if _present(anonymous_id) else None,
         event_time=event_time,
     )
 
