@@ -37,7 +37,8 @@ class Account:
                 self.primary_key_path,
                 *(compile_path(dm.path) for dm in self.config.data_maps),
                 *self.rules.event_paths(),
-            ]
+            ],
+            reads=self.data_maps.reads,
         )
 
     @property

@@ -374,6 +374,12 @@ class DataMaps:
         self.unique_fields = len({f for f, _ in self._fields}) == len(self._fields)
 
     @property
+    def reads(self) -> PathSet:
+        """The data maps' paths, in config order (``app.projection`` reads them while it
+        copies an event)."""
+        return self._paths
+
+    @property
     def field_sources(self) -> tuple[tuple[str, str], ...]:
         """(Emarsys field id as text, data map name) in config order: ``fields``' table."""
         return self._fields

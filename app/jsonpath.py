@@ -170,7 +170,7 @@ class PathSet:
     and nothing to do afterwards for the absent ones.
     """
 
-    __slots__ = ("_itself", "_walk", "paths")
+    __slots__ = ("_itself", "_memo", "_walk", "paths")
 
     def __init__(self, paths: Sequence[tuple[Step, ...]]) -> None:
         self.paths = tuple(paths)
@@ -185,8 +185,19 @@ class PathSet:
             node.ends.append(i)
         self._walk = _walker(root)
         self._itself = tuple(root.ends)  # empty paths: ``read`` gives the object itself
+        self._memo: tuple[Any, Found] | None = None
+
+    def remember(self, obj: Any, found: Found) -> None:
+        """``found`` is what ``present(obj)`` gives: a walk that built ``obj`` (the
+        projection copying an event) read these paths on the way, so reading them again
+        from the copy would only repeat that. Kept for the latest ``obj`` only, which must
+        not change afterwards (a projection is an input: nothing writes into it)."""
+        self._memo = (obj, found)
 
     def present(self, obj: Any) -> Found:
+        memo = self._memo
+        if memo is not None and memo[0] is obj:
+            return memo[1]
         found: Found = [(i, obj) for i in self._itself]
         if self._walk is not None:
             self._walk(obj, found)
