@@ -385,9 +385,26 @@ class DataMaps:
         return self._fields
 
     def evaluate(self, message: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
-        """(converted values present in ``message`` by name, names that failed to convert)."""
-        values, failures = self.evaluate_with_reasons(message)
-        return values, list(failures)
+        """(converted values present in ``message`` by name, names that failed to convert).
+
+        ``evaluate_with_reasons`` without the reasons (the per-event path: no message text
+        is built for a failure nobody reads)."""
+        values: dict[str, Any] = {}
+        failures: list[str] = []
+        convs = self._convs
+        for i, raw in self._paths.present(message):
+            if raw is None:
+                continue
+            name, conv = convs[i]
+            try:
+                value = conv(raw)
+            except ConversionError:
+                if name not in failures:
+                    failures.append(name)
+                continue
+            if value is not None:
+                values[name] = value
+        return values, failures
 
     def evaluate_with_reasons(
         self, message: Mapping[str, Any]

@@ -72,6 +72,25 @@ def read(obj: Any, steps: tuple[Step, ...]) -> Any:
     return cur
 
 
+def getter(steps: tuple[Step, ...]) -> Callable[[Any], Any]:
+    """``read(obj, steps)`` as a function of ``obj``: through dicts it takes one ``get``
+    per step; anything else on the way is left to ``read`` itself (its rules exactly)."""
+    if not steps or not all(isinstance(s, str) for s in steps):
+        return lambda obj: read(obj, steps)
+
+    def get_path(obj: Any) -> Any:
+        cur = obj
+        for step in steps:
+            if type(cur) is not dict:
+                return read(obj, steps)
+            cur = cur.get(step, MISSING)
+            if cur is MISSING:
+                return MISSING
+        return cur
+
+    return get_path
+
+
 def get(obj: Any, path: str) -> Any:
     """Convenience: compile (cached) and read."""
     return read(obj, compile_path(path))

@@ -22,7 +22,6 @@ from typing import Any
 
 from app.account import Account
 from app.identity import is_placeholder, usable_id
-from app.jsonpath import read
 from app.rules.machine import Effect, EventInput, merge_states, new_state
 
 MAX_ANONYMOUS_IDS = 50
@@ -77,7 +76,7 @@ def iso_z(ts: float) -> str:
 
 
 def primary_key_value(account: Account, message: dict[str, Any]) -> str | None:
-    value = read(message, account.primary_key_path)
+    value = account.primary_key_of(message)
     if isinstance(value, bool) or not isinstance(value, str | int):
         return None
     text = str(value).strip()
@@ -216,36 +215,45 @@ def apply_event(
     if now is not None and event_time > now:
         event_time = now
     rec = new_record() if record is None else record
-    out = Outcome(rec, changed=record is None, pk_before=rec["pk"])
-    out.changed |= _touch_identity(rec, message)
-    out.changed |= _touch_times(rec, event_time)
+    pk_before = rec["pk"]
+    changed = record is None
+    if _touch_identity(rec, message):
+        changed = True
+    if _touch_times(rec, event_time):
+        changed = True
     pk = primary_key_value(account, message)
-    if pk is not None and pk != rec["pk"]:
+    if pk is not None and pk != pk_before:
         rec["pk"] = pk
         rec["sent"] = {}  # a new contact key: the new contact holds nothing yet
         rec["acked"] = {}
-        out.changed = True
-    values, out.failures = account.data_maps.evaluate(message)
+        changed = True
+    values, failures = account.data_maps.evaluate(message)
     vals = rec["vals"]
     for name, value in values.items():
         if vals.get(name) != value:
             vals[name] = value
-            out.changed = True
+            changed = True
+    effects: list[dict[str, Any]] = []
     if emit_contact:
         update = contact_update(account, person, rec, event_time)
         if update is not None:
-            out.effects.append(update)
-            out.changed = True
-    if message.get("type") != "delete":
-        ev = EventInput(message, str(message.get("type")), message_id, event_time, values, vals)
-        version = rec["rules"].get("v")
-        transitions = account.rules.on_event(rec["rules"], ev)
-        out.changed |= rec["rules"].get("v") != version
-        if transitions:
-            out.transitions = transitions
-            out.effects += trigger_effects(account, person, rec, transitions)
-    out.changed |= refresh_due(account, rec)
-    return out
+            effects.append(update)
+            changed = True
+    transitions: list[Effect] = []
+    kind = message.get("type")
+    if kind != "delete":
+        rules_state = rec["rules"]
+        version = rules_state.get("v")
+        ev = EventInput(message, str(kind), message_id, event_time, values, vals)
+        moved = account.rules.on_event(rules_state, ev)
+        if rules_state.get("v") != version:
+            changed = True
+        if moved:
+            transitions = moved
+            effects += trigger_effects(account, person, rec, moved)
+    if refresh_due(account, rec):
+        changed = True
+    return Outcome(rec, changed, effects, transitions, failures, pk_before)
 
 
 def apply_clock(account: Account, person: str, record: dict[str, Any], now: float) -> Outcome:

@@ -118,7 +118,8 @@ def apply_input(
     window["i"].append(item)
     if not late:
         out = _apply(account, person, record, item)
-        _count(window["c"], out.transitions, +1)
+        if out.transitions:
+            _count(window["c"], out.transitions, +1)
     else:
         out = _reapply(account, person, record, window)
     fired = window["f"]
@@ -126,7 +127,8 @@ def apply_input(
         tid = effect.get("trigger_id")
         if tid is not None:
             fired.append(tid)
-    window["f"] = fired[-MAX_FIRED:]
+    if len(fired) > MAX_FIRED:
+        window["f"] = fired[-MAX_FIRED:]
     window["u"] = now + lateness
     assert out.record is not None
     out.record[WINDOW] = window

@@ -72,6 +72,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -162,6 +163,8 @@ class _Rule:
     #: at p reached at ``a`` has nothing due before ``a + soonest[p]`` (nor before its
     #: lifetime ends), which ``_fire`` checks before building any deadline
     soonest: dict[int, float]
+    #: the earliest deadline of an instance just started, after its start time
+    start_due: float
 
 
 def _fingerprint(rule: RuleConfig) -> str:
@@ -252,6 +255,7 @@ class RuleSet:
             var_names=(),
             id_prefix=f"{cfg.name}\x1f".encode(),
             soonest={},
+            start_due=math.inf,
         )
         var_names: dict[str, None] = {}
         for ci, c in enumerate(cfg.conditions):
@@ -278,6 +282,8 @@ class RuleSet:
             if p in rule.timer:
                 offsets.append(rule.timer[p].wait or 0.0)
             rule.soonest[p] = min(offsets)
+        # t + min(a, b) is min(t + a, t + b) in floats too (rounding is monotonic)
+        rule.start_due = min(rule.lifetime, rule.soonest.get(0, math.inf))
         return rule
 
     @staticmethod
@@ -388,9 +394,8 @@ class RuleSet:
             effects.append(
                 _tuple_new(Effect, ("started", rname, iid, t, 0, None, None, None, None, txn))
             )
-            if not fire_again:
-                soonest = rule.soonest.get(0)
-                fire_again = t + rule.lifetime <= t or (soonest is not None and t + soonest <= t)
+            if t + rule.start_due <= t:  # due at once: no lifetime, wait or within
+                fire_again = True
         if evaluations:
             self.evaluations += evaluations
         if fire_again:
