@@ -106,38 +106,16 @@ def _copier(tree: dict[str, Any]) -> Copier:
         if isinstance(sub, tuple) and sub != () and not (len(sub) == 1 and not sub[0][1])
     )
     nested = tuple((key, _copier(sub)) for key, sub in tree.items() if isinstance(sub, dict))
-    # For a dict (what JSON gives), the kept-whole keys it has are found by one set
-    # intersection in C, and only those are visited: most of a node's keys are absent
-    # from most events (a page view has no ``traits``, few ``properties``).
-    simple = frozenset(whole) | {key for key, _ in feeds_one}
-    feeds = dict(feeds_one)
 
     def copy(cur: Any, found: Found) -> dict[str, Any] | None:
         get: Callable[[str, Any], Any]
         if type(cur) is dict:
-            out: dict[str, Any] = {}
-            for key in simple.intersection(cur):
-                value = out[key] = cur[key]
-                i = feeds.get(key)
-                if i is not None:
-                    found.append((i, value))
-            for key, reads in feeding:
-                value = cur.get(key, MISSING)
-                if value is not MISSING:
-                    out[key] = value
-                    _feed(value, reads, found)
-            for key, sub in nested:
-                value = cur.get(key, MISSING)
-                if value is not MISSING:
-                    inner = sub(value, found)
-                    if inner:
-                        out[key] = inner
-            return out
-        if isinstance(cur, Mapping):
+            get = cur.get
+        elif isinstance(cur, Mapping):
             get = _mapping_get(cur)
         else:
             return None
-        out = {}
+        out: dict[str, Any] = {}
         for key in whole:
             value = get(key, MISSING)
             if value is not MISSING:

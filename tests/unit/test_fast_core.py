@@ -454,3 +454,17 @@ def test_dumps_writes_the_bytes_of_the_non_text_keys_option(value):
 def test_dumps_still_refuses_what_orjson_refuses():
     with pytest.raises(TypeError):
         envelope.dumps({"a": 2**70})
+
+
+@SETTINGS
+@given(
+    st.one_of(
+        st.from_regex(segment_model._ISO_RE, fullmatch=True),
+        st.from_regex(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt x][0-9:.,Zz+\-]{0,20}", fullmatch=True),
+        st.text(max_size=30),
+    )
+)
+def test_the_timestamp_shape_is_the_pattern_without_its_groups(text):
+    assert (segment_model._ISO_SHAPE.fullmatch(text) is None) == (
+        segment_model._ISO_RE.fullmatch(text) is None
+    )
