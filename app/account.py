@@ -6,12 +6,13 @@ Built when the config is loaded or edited, never per event.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from app.config.model import AccountConfig, Config
 from app.datamaps import DataMaps
-from app.jsonpath import compile_path
+from app.jsonpath import compile_path, getter
 from app.projection import Projection
 from app.rules.machine import RuleSet
 
@@ -25,6 +26,8 @@ class Account:
     data_maps: DataMaps = field(init=False)
     rules: RuleSet = field(init=False)
     primary_key_path: tuple[str | int, ...] = field(init=False)
+    #: reads the primary key value from an event (``read`` of ``primary_key_path``)
+    primary_key_of: Callable[[Any], Any] = field(init=False, repr=False)
     #: what a person's lateness window keeps of each event (``app.timeline``)
     projection: Projection = field(init=False)
 
@@ -32,12 +35,14 @@ class Account:
         self.data_maps = DataMaps(self.config.data_maps)
         self.rules = RuleSet(self.config.rules, self.config.data_maps, salt=self.name)
         self.primary_key_path = compile_path(self.config.primary_key)
+        self.primary_key_of = getter(self.primary_key_path)
         self.projection = Projection(
             [
                 self.primary_key_path,
                 *(compile_path(dm.path) for dm in self.config.data_maps),
                 *self.rules.event_paths(),
-            ]
+            ],
+            reads=self.data_maps.reads,
         )
 
     @property

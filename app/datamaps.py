@@ -39,7 +39,7 @@ from decimal import Decimal, DecimalException
 from typing import Any, Final
 
 from app.config.model import DataMapConfig
-from app.jsonpath import MISSING, compile_path, read
+from app.jsonpath import MISSING, PathSet, compile_path
 from app.segment.model import parse_iso
 
 SHORT_TEXT_FIELDS: Final = frozenset({1, 2, 46})
@@ -247,6 +247,9 @@ def _date_converter(dm: DataMapConfig) -> Converter:
             dt = _parse_text_time(name, raw, "YYYY-MM-DD")
             if dt is None:
                 return None
+            # The calendar date as written: the text parsed, so it starts with it (and
+            # formatting the datetime again costs more than the parse).
+            return raw.strip()[:10]
         elif isinstance(raw, int | float) and not isinstance(raw, bool):
             dt = _from_unix(name, raw)
         else:
@@ -264,6 +267,11 @@ def _datetime_converter(dm: DataMapConfig) -> Converter:
             dt = _parse_text_time(name, raw, "YYYY-MM-DDTHH:MM:SS with Z or an offset")
             if dt is None:
                 return None
+            text = raw.strip()
+            if dt.tzinfo is UTC and len(text) >= 19 and text[16] == ":":
+                # Written in UTC with seconds (``toISOString()``'s shape): the text parsed,
+                # so its date and time are the answer, the fraction dropped.
+                return f"{text[:10]}T{text[11:19]}Z"
             try:
                 dt = dt.astimezone(UTC)
             except OverflowError:
@@ -338,9 +346,14 @@ def convert(dm: DataMapConfig, raw: Any) -> Any:
 
 
 class DataMaps:
-    """An account's data maps, compiled once (paths and converters) and evaluated per event."""
+    """An account's data maps, compiled once (paths and converters) and evaluated per event.
 
-    __slots__ = ("_compiled", "_fields", "maps", "names")
+    The paths are read in one walk of the message (``PathSet``): the data maps of an
+    account mostly share ``traits``, ``properties`` and ``context``, and a page event
+    without ``traits`` skips all of its trait maps with one lookup.
+    """
+
+    __slots__ = ("_compiled", "_convs", "_fields", "_paths", "maps", "names", "unique_fields")
 
     def __init__(self, maps: Sequence[DataMapConfig]) -> None:
         self.maps: tuple[DataMapConfig, ...] = tuple(maps)
@@ -348,16 +361,50 @@ class DataMaps:
         self._compiled: tuple[tuple[str, tuple[str | int, ...], Converter], ...] = tuple(
             (dm.name, compile_path(dm.path), converter(dm)) for dm in self.maps
         )
+        self._paths = PathSet([steps for _, steps, _ in self._compiled])
+        self._convs: tuple[tuple[str, Converter], ...] = tuple(
+            (name, conv) for name, _, conv in self._compiled
+        )
         # (field id as text, data map name) in config order: when several data maps write
         # the same field, the first one with a value wins (a fallback chain).
         self._fields: tuple[tuple[str, str], ...] = tuple(
             (str(dm.field), dm.name) for dm in self.maps if dm.field is not None
         )
+        #: no two data maps write one field (then the first with a value needs no tracking)
+        self.unique_fields = len({f for f, _ in self._fields}) == len(self._fields)
+
+    @property
+    def reads(self) -> PathSet:
+        """The data maps' paths, in config order (``app.projection`` reads them while it
+        copies an event)."""
+        return self._paths
+
+    @property
+    def field_sources(self) -> tuple[tuple[str, str], ...]:
+        """(Emarsys field id as text, data map name) in config order: ``fields``' table."""
+        return self._fields
 
     def evaluate(self, message: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
-        """(converted values present in ``message`` by name, names that failed to convert)."""
-        values, failures = self.evaluate_with_reasons(message)
-        return values, list(failures)
+        """(converted values present in ``message`` by name, names that failed to convert).
+
+        ``evaluate_with_reasons`` without the reasons (the per-event path: no message text
+        is built for a failure nobody reads)."""
+        values: dict[str, Any] = {}
+        failures: list[str] = []
+        convs = self._convs
+        for i, raw in self._paths.present(message):
+            if raw is None:
+                continue
+            name, conv = convs[i]
+            try:
+                value = conv(raw)
+            except ConversionError:
+                if name not in failures:
+                    failures.append(name)
+                continue
+            if value is not None:
+                values[name] = value
+        return values, failures
 
     def evaluate_with_reasons(
         self, message: Mapping[str, Any]
@@ -365,10 +412,11 @@ class DataMaps:
         """Like ``evaluate``, with each failure's reason (safe to log: no values in it)."""
         values: dict[str, Any] = {}
         failures: dict[str, str] = {}
-        for name, steps, conv in self._compiled:
-            raw = read(message, steps)
-            if raw is None or raw is MISSING:
+        convs = self._convs
+        for i, raw in self._paths.present(message):
+            if raw is None:
                 continue
+            name, conv = convs[i]
             try:
                 value = conv(raw)
             except ConversionError as e:

@@ -59,7 +59,8 @@ class Metrics:
         self._gauges: dict[str, Callable[[], dict[tuple[tuple[str, str], ...], float]]] = {}
 
     def inc(self, name: str, amount: float = 1.0, **labels: str) -> None:
-        key = tuple(sorted(labels.items()))
+        # Called per event on the hot path: one label needs no sorting.
+        key = tuple(labels.items()) if len(labels) < 2 else tuple(sorted(labels.items()))
         series = self._counters[name]
         series[key] = series.get(key, 0.0) + amount
 

@@ -22,7 +22,6 @@ from typing import Any
 
 from app.account import Account
 from app.identity import is_placeholder, usable_id
-from app.jsonpath import read
 from app.rules.machine import Effect, EventInput, merge_states, new_state
 
 MAX_ANONYMOUS_IDS = 50
@@ -45,7 +44,7 @@ def new_record() -> dict[str, Any]:
     }
 
 
-@dataclass
+@dataclass(slots=True)
 class Outcome:
     record: dict[str, Any] | None
     changed: bool = False
@@ -70,11 +69,14 @@ class Outcome:
 
 def iso_z(ts: float) -> str:
     """Emarsys's event_time format: UTC, whole seconds, ``Z``."""
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    dt = datetime.fromtimestamp(ts, UTC)
+    if dt.year >= 1000:  # isoformat's first 19 characters are strftime's, at half the cost
+        return dt.isoformat()[:19] + "Z"
+    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")  # (strftime does not pad years below 1000)
 
 
 def primary_key_value(account: Account, message: dict[str, Any]) -> str | None:
-    value = read(message, account.primary_key_path)
+    value = account.primary_key_of(message)
     if isinstance(value, bool) or not isinstance(value, str | int):
         return None
     text = str(value).strip()
@@ -84,15 +86,36 @@ def primary_key_value(account: Account, message: dict[str, Any]) -> str | None:
 
 
 def contact_update(account: Account, person: str, record: dict[str, Any], at: float):
-    """The upsert carrying the fields whose value differs from what Emarsys holds."""
+    """The upsert carrying the fields whose value differs from what Emarsys holds.
+
+    The fields come from ``DataMaps.fields`` (the first data map with a value wins a
+    field; the key field always carries the primary key), compared with ``sent`` in the
+    same pass, in that order."""
     pk = record["pk"]
     if pk is None:
         return None
     key_field = str(account.key_field)
-    wanted = account.data_maps.fields(record["vals"])
-    wanted[key_field] = pk
+    vals = record["vals"]
     sent = record["sent"]
-    changed = {f: v for f, v in wanted.items() if v is not None and sent.get(f) != v}
+    data_maps = account.data_maps
+    changed: dict[str, Any] = {}
+    key_placed = False  # a data map with a value writes the key field: pk goes there
+    taken: set[str] | None = None if data_maps.unique_fields else set()
+    for f, name in data_maps.field_sources:
+        value = vals.get(name)
+        if value is None:
+            continue
+        if taken is not None:
+            if f in taken:
+                continue
+            taken.add(f)
+        if f == key_field:
+            key_placed = True
+            value = pk
+        if sent.get(f) != value:
+            changed[f] = value
+    if not key_placed and sent.get(key_field) != pk:
+        changed[key_field] = pk
     if not changed:
         return None
     changed[key_field] = pk
@@ -290,39 +313,43 @@ def apply_event(
     if now is not None and event_time > now:
         event_time = now
     rec = new_record() if record is None else record
-    out = Outcome(rec, changed=record is None, pk_before=rec["pk"])
-    out.changed |= _touch_identity(rec, message)
-    out.changed |= _touch_times(rec, event_time)
+    pk_before = rec["pk"]
+    changed = record is None
+    if _touch_identity(rec, message):
+        changed = True
+    if _touch_times(rec, event_time):
+        changed = True
     pk = primary_key_value(account, message)
-    if pk is not None and pk != rec["pk"]:
+    if pk is not None and pk != pk_before:
         rec["pk"] = pk
         rec["sent"] = {}  # a new contact key: the new contact holds nothing yet
         rec["acked"] = {}
-        out.changed = True
-    values, out.failures = account.data_maps.evaluate(message)
-    out.changed |= _take_values(rec, values, event_time)
+        changed = True
+    values, failures = account.data_maps.evaluate(message)
+    if _take_values(rec, values, event_time):
+        changed = True
+    vals = rec["vals"]
+    effects: list[dict[str, Any]] = []
     if emit_contact:
         update = contact_update(account, person, rec, event_time)
         if update is not None:
-            out.effects.append(update)
-            out.changed = True
-    if message.get("type") != "delete":
-        ev = EventInput(
-            message=message,
-            type=str(message.get("type")),
-            message_id=message_id,
-            event_time=event_time,
-            values=values,
-            user=rec["vals"],
-        )
-        version = rec["rules"].get("v")
-        transitions = account.rules.on_event(rec["rules"], ev)
-        out.changed |= rec["rules"].get("v") != version
-        if transitions:
-            out.transitions = transitions
-            out.effects += trigger_effects(account, person, rec, transitions)
-    out.changed |= refresh_due(account, rec)
-    return out
+            effects.append(update)
+            changed = True
+    transitions: list[Effect] = []
+    kind = message.get("type")
+    if kind != "delete":
+        rules_state = rec["rules"]
+        version = rules_state.get("v")
+        ev = EventInput(message, str(kind), message_id, event_time, values, vals)
+        moved = account.rules.on_event(rules_state, ev)
+        if rules_state.get("v") != version:
+            changed = True
+        if moved:
+            transitions = moved
+            effects += trigger_effects(account, person, rec, moved)
+    if refresh_due(account, rec):
+        changed = True
+    return Outcome(rec, changed, effects, transitions, failures, pk_before)
 
 
 def apply_clock(account: Account, person: str, record: dict[str, Any], now: float) -> Outcome:

@@ -29,11 +29,14 @@ class RecentEvents:
 
     def add(self, key: bytes, entry: dict[str, Any]) -> None:
         """``entry["at"]`` is the event time (unix seconds)."""
-        ring = self.by_person.pop(key, None) or deque(maxlen=self.per_person)
-        ring.appendleft(entry)
-        self.by_person[key] = ring
+        ring = self.by_person.get(key)
+        if ring is not None:  # most recent last, as a re-insert would put it
+            self.by_person.move_to_end(key)
+        else:
+            ring = self.by_person[key] = deque(maxlen=self.per_person)
         while len(self.by_person) > self.persons:
             self.by_person.popitem(last=False)
+        ring.appendleft(entry)
 
     def raw(self, key: bytes) -> list[dict[str, Any]]:
         """Newest first, as stored (for handing over with a merged person's state)."""

@@ -199,11 +199,12 @@ def apply_input(
         window = {"b": _clone(record), "i": [], "f": [], "c": {}, "n": 0}
     item = {**item, "s": window["n"]}
     window["n"] += 1
-    latest = max((_order(i) for i in window["i"]), default=None)
+    late = _overtaken(window["i"], item)
     window["i"].append(item)
-    if latest is None or _order(item) >= latest:
+    if not late:
         out = _apply(account, person, record, item)
-        _count(window["c"], out.transitions, +1)
+        if out.transitions:
+            _count(window["c"], out.transitions, +1)
     else:
         out = _reapply(account, person, record, window)
     fired = window["f"]
@@ -211,7 +212,8 @@ def apply_input(
         tid = effect.get("trigger_id")
         if tid is not None:
             fired.append(tid)
-    window["f"] = fired[-MAX_FIRED:]
+    if len(fired) > MAX_FIRED:
+        window["f"] = fired[-MAX_FIRED:]
     window["u"] = now + lateness
     assert out.record is not None
     out.record[WINDOW] = window
@@ -258,6 +260,22 @@ def describe_hold(record: dict[str, Any], now: float) -> dict[str, Any] | None:
 
 def _order(item: Item) -> tuple[float, int, int]:
     return (float(item["t"]), 1 if "merge" in item else 0, int(item["s"]))
+
+
+def _overtaken(items: list[Item], item: Item) -> bool:
+    """Whether some input in ``items`` comes after ``item`` in ``_order`` (``item`` is
+    late): the same as ``_order(item) < max(map(_order, items))``, without building an
+    order tuple per input on every event."""
+    t = float(item["t"])
+    for other in items:
+        ot = float(other["t"])
+        if ot < t:
+            continue
+        if ot > t:
+            return True
+        if _order(other) > _order(item):  # the same time: merges after events, then arrival
+            return True
+    return False
 
 
 def _clone(record: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -113,6 +113,8 @@ _ORDERINGS: dict[str, Callable[[Any, Any], bool]] = {
 
 # (event, values, user) -> value
 _Eval = Callable[[Any, Mapping[str, Any], Mapping[str, Any]], Any]
+#: a compiled filter: (event, values, user) -> bool
+Predicate = Callable[[Any, Mapping[str, Any], Mapping[str, Any]], bool]
 
 
 class FilterError(ValueError):
@@ -199,6 +201,11 @@ class Filter:
     ) -> bool:
         """Whether ``event`` matches; ``values``/``user`` map data map names to values."""
         return bool(self._test(event, values, user))
+
+    def predicate(self) -> Predicate:
+        """The compiled test itself, ``(event, values, user) -> bool``: what ``evaluate``
+        calls, for callers that run it per event and per rule (one call less)."""
+        return self._test
 
 
 def compile_filter(text: str, data_maps: Collection[str]) -> Filter:
@@ -841,7 +848,127 @@ def _value_fn(node: _Node) -> _Eval:
     return _bool_fn(node)
 
 
+# Closures over one data map lookup: most criteria compare a data map (this event's or the
+# user's) with a literal, and building those as one closure instead of a getter, a
+# predicate and the comparison around them halves the calls per evaluation. Each mirrors
+# the general case it replaces (``_equals``, ``ordered``) exactly; anything else takes the
+# general route.
+
+
+def _direct_equals(ref: _Ref, lit: Any, negated: bool) -> _Eval | None:
+    """``ref = lit`` (``!=`` when ``negated``) for a data map ``ref``, as one closure."""
+    if ref.kind not in ("value", "user"):
+        return None
+    name = ref.name
+    user = ref.kind == "user"
+    if isinstance(lit, str):
+        if user:
+            if negated:
+                return lambda e, v, u: not (isinstance(x := u.get(name), str) and x == lit)
+            return lambda e, v, u: isinstance(x := u.get(name), str) and x == lit
+        if negated:
+            return lambda e, v, u: not (isinstance(x := v.get(name), str) and x == lit)
+        return lambda e, v, u: isinstance(x := v.get(name), str) and x == lit
+    if lit is None:
+        if user:
+            if negated:
+                return lambda e, v, u: (x := u.get(name, MISSING)) is not None and x is not MISSING
+            return lambda e, v, u: (x := u.get(name, MISSING)) is None or x is MISSING
+        if negated:
+            return lambda e, v, u: (x := v.get(name, MISSING)) is not None and x is not MISSING
+        return lambda e, v, u: (x := v.get(name, MISSING)) is None or x is MISSING
+    if isinstance(lit, bool):
+        if user:
+            if negated:
+                return lambda e, v, u: u.get(name) is not lit
+            return lambda e, v, u: u.get(name) is lit
+        if negated:
+            return lambda e, v, u: v.get(name) is not lit
+        return lambda e, v, u: v.get(name) is lit
+    if isinstance(lit, _NUMBERS):
+        if user:
+            if negated:
+                return lambda e, v, u: (
+                    not (
+                        isinstance(x := u.get(name), _NUMBERS)
+                        and x is not True
+                        and x is not False
+                        and x == lit
+                    )
+                )
+            return lambda e, v, u: (
+                isinstance(x := u.get(name), _NUMBERS)
+                and x is not True
+                and x is not False
+                and x == lit
+            )
+        if negated:
+            return lambda e, v, u: (
+                not (
+                    isinstance(x := v.get(name), _NUMBERS)
+                    and x is not True
+                    and x is not False
+                    and x == lit
+                )
+            )
+        return lambda e, v, u: (
+            isinstance(x := v.get(name), _NUMBERS) and x is not True and x is not False and x == lit
+        )
+    return None
+
+
+def _direct_ordered(ref: _Ref, lit: Any, op: str, lit_first: bool) -> _Eval | None:
+    """``ref OP lit`` (``lit OP ref`` when ``lit_first``) for a data map ``ref`` and a
+    number or text literal, as one closure: true only between two numbers or two texts."""
+    if ref.kind not in ("value", "user"):
+        return None
+    name = ref.name
+    compare = _ORDERINGS[op]
+    if isinstance(lit, str):
+        if ref.kind == "user":
+            if lit_first:
+                return lambda e, v, u: isinstance(x := u.get(name), str) and compare(lit, x)
+            return lambda e, v, u: isinstance(x := u.get(name), str) and compare(x, lit)
+        if lit_first:
+            return lambda e, v, u: isinstance(x := v.get(name), str) and compare(lit, x)
+        return lambda e, v, u: isinstance(x := v.get(name), str) and compare(x, lit)
+    if isinstance(lit, _NUMBERS) and not isinstance(lit, bool):
+        if ref.kind == "user":
+            if lit_first:
+                return lambda e, v, u: (
+                    isinstance(x := u.get(name), _NUMBERS)
+                    and x is not True
+                    and x is not False
+                    and compare(lit, x)
+                )
+            return lambda e, v, u: (
+                isinstance(x := u.get(name), _NUMBERS)
+                and x is not True
+                and x is not False
+                and compare(x, lit)
+            )
+        if lit_first:
+            return lambda e, v, u: (
+                isinstance(x := v.get(name), _NUMBERS)
+                and x is not True
+                and x is not False
+                and compare(lit, x)
+            )
+        return lambda e, v, u: (
+            isinstance(x := v.get(name), _NUMBERS)
+            and x is not True
+            and x is not False
+            and compare(x, lit)
+        )
+    return None
+
+
 def _bool_fn(node: _Node) -> _Eval:
+    if isinstance(node, _Ref) and node.kind in ("value", "user"):
+        name = node.name
+        if node.kind == "user":
+            return lambda e, v, u: u.get(name) is True
+        return lambda e, v, u: v.get(name) is True
     if isinstance(node, _Lit | _Ref):
         get = _value_fn(node)
         return lambda e, v, u: get(e, v, u) is True
@@ -864,9 +991,24 @@ def _junction(fns: list[_Eval], conjunction: bool) -> _Eval:
             return lambda e, v, u: a(e, v, u) and b(e, v, u)
         return lambda e, v, u: a(e, v, u) or b(e, v, u)
     items = tuple(fns)
+    # Loops rather than all()/any() over a generator: a third of the cost per call.
     if conjunction:
-        return lambda e, v, u: all(f(e, v, u) for f in items)
-    return lambda e, v, u: any(f(e, v, u) for f in items)
+
+        def every(e: Any, v: Mapping[str, Any], u: Mapping[str, Any]) -> bool:
+            for f in items:  # noqa: SIM110
+                if not f(e, v, u):
+                    return False
+            return True
+
+        return every
+
+    def some(e: Any, v: Mapping[str, Any], u: Mapping[str, Any]) -> bool:
+        for f in items:  # noqa: SIM110
+            if f(e, v, u):
+                return True
+        return False
+
+    return some
 
 
 def _comparison(node: _Cmp) -> _Eval:
@@ -876,6 +1018,10 @@ def _comparison(node: _Cmp) -> _Eval:
                 (node.right, node.left) if isinstance(node.right, _Lit) else (node.left, node.right)
             )
             assert isinstance(lit, _Lit)
+            if isinstance(other, _Ref):
+                direct = _direct_equals(other, lit.value, node.op == "!=")
+                if direct is not None:
+                    return direct
             pred = _equals(lit.value)
             get = _value_fn(other)
             if node.op == "=":
@@ -885,6 +1031,14 @@ def _comparison(node: _Cmp) -> _Eval:
         if node.op == "=":
             return lambda e, v, u: _eq(left(e, v, u), right(e, v, u))
         return lambda e, v, u: not _eq(left(e, v, u), right(e, v, u))
+    if isinstance(node.left, _Ref) and isinstance(node.right, _Lit):
+        direct = _direct_ordered(node.left, node.right.value, node.op, lit_first=False)
+        if direct is not None:
+            return direct
+    if isinstance(node.left, _Lit) and isinstance(node.right, _Ref):
+        direct = _direct_ordered(node.right, node.left.value, node.op, lit_first=True)
+        if direct is not None:
+            return direct
     compare = _ORDERINGS[node.op]
     left, right = _value_fn(node.left), _value_fn(node.right)
 

@@ -76,12 +76,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from app.config.model import LIST_ACTIONS, ConditionConfig, DataMapConfig, RuleConfig
-from app.rules.fql import Filter, compile_filter, event_paths, literal_event_names
+from app.rules.fql import Filter, Predicate, compile_filter, event_paths, literal_event_names
 
 __all__ = ["Effect", "EventInput", "RuleSet", "merge_states", "new_state"]
 
@@ -94,9 +95,9 @@ State = dict[str, Any]
 Instance = dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
-class EventInput:
-    """One Segment message as the rules see it."""
+class EventInput(NamedTuple):
+    """One Segment message as the rules see it (immutable; a tuple, because building a
+    frozen dataclass costs four times as much and one is built per event)."""
 
     message: Mapping[str, Any]
     type: str
@@ -106,9 +107,8 @@ class EventInput:
     user: Mapping[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
-class Effect:
-    """A transition of one rule instance."""
+class Effect(NamedTuple):
+    """A transition of one rule instance (immutable; a tuple for the same reason)."""
 
     kind: str  # "started" | "advanced" | "excluded" | "expired" | "triggered"
     rule: str
@@ -139,6 +139,8 @@ class _Cond:
     wait: float | None
     within: float | None
     filter: Filter | None
+    #: the filter's predicate ``(event, values, user) -> bool`` (None: matches any event)
+    test: Predicate | None
     names: frozenset[str] | None
     trigger: int | str | None
     variables: tuple[str, ...]
@@ -163,6 +165,14 @@ class _Rule:
     timer: dict[int, _Cond]  # position p -> the earliest exit without match at p + 1
     window: dict[int, float]  # position p -> within-expiry offset
     var_names: tuple[str, ...]
+    #: ``rule \x1f`` as UTF-8: the start of what an instance id hashes
+    id_prefix: bytes
+    #: position p -> the earlier of the timer's wait and the within offset: an instance
+    #: at p reached at ``a`` has nothing due before ``a + soonest[p]`` (nor before its
+    #: lifetime ends), which ``_fire`` checks before building any deadline
+    soonest: dict[int, float]
+    #: the earliest deadline of an instance just started, after its start time
+    start_due: float
 
 
 def _fingerprint(rule: RuleConfig) -> str:
@@ -189,6 +199,10 @@ def _txn_key(value: Any) -> str | None:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
+
+
+#: builds an Effect from its fields without NamedTuple's Python-level ``__new__`` frame
+_tuple_new = tuple.__new__
 
 
 def _instance_id(rule: str, message_id: str, txn: str | None) -> str:
@@ -255,6 +269,9 @@ class RuleSet:
             timer={},
             window={},
             var_names=(),
+            id_prefix=f"{cfg.name}\x1f".encode(),
+            soonest={},
+            start_due=math.inf,
         )
         var_names: dict[str, None] = {}
         for ci, c in enumerate(cfg.conditions):
@@ -276,6 +293,13 @@ class RuleSet:
             if p in rule.timer or any(c.within is None for c in conds):
                 continue
             rule.window[p] = max(c.within or 0.0 for c in conds)
+        for p in {*rule.timer, *rule.window}:
+            offsets = [rule.window[p]] if p in rule.window else []
+            if p in rule.timer:
+                offsets.append(rule.timer[p].wait or 0.0)
+            rule.soonest[p] = min(offsets)
+        # t + min(a, b) is min(t + a, t + b) in floats too (rounding is monotonic)
+        rule.start_due = min(rule.lifetime, rule.soonest.get(0, math.inf))
         return rule
 
     @staticmethod
@@ -292,6 +316,7 @@ class RuleSet:
             wait=c.wait,
             within=c.within,
             filter=flt,
+            test=flt.predicate() if flt is not None else None,
             names=literal_event_names(flt, paths),
             trigger=c.trigger,
             variables=tuple(c.variables),
@@ -305,54 +330,94 @@ class RuleSet:
         """Apply one event (after firing deadlines up to its time); mutates ``state``."""
         effects: list[Effect] = []
         t = ev.event_time
-        changed = self._reconcile(state, t, effects)
-        self._fire(state, t, ev.user, effects)
-        name = _event_name(ev)
+        changed = False
+        if state.get("r"):
+            changed = self._reconcile(state, t, effects)
+            self._fire(state, t, ev.user, effects)
+        name = ev.message.get("event")
+        if not isinstance(name, str):
+            name = None
         rules_state: dict[str, Any] = state.get("r", {})
         blocked: set[tuple[str, str | None]] = set()
-        for rname, entry in rules_state.items():
-            insts: list[Instance] = entry["i"]
-            if not insts:
-                continue
-            rule = self._rules[rname]
-            if not rule.multiple_active:
-                blocked.update((rname, i.get("t")) for i in insts)
-            ev_txn = _txn_key(ev.values.get(rule.transaction)) if rule.transaction else None
-            ended = [i for i in insts if self._apply(rule, i, ev, name, ev_txn, effects)]
-            if ended:
-                self._remove(entry, ended)
+        values = ev.values
+        # Only an instance this event starts or moves can be due at ``t`` after the run
+        # above (it fired every other one up to ``t``): the second run is needed only then.
+        fire_again = False
+        if rules_state:
+            before = len(effects)
+            for rname, entry in rules_state.items():
+                insts: list[Instance] = entry["i"]
+                if not insts:
+                    continue
+                rule = self._rules[rname]
+                if not rule.multiple_active:
+                    blocked.update((rname, i.get("t")) for i in insts)
+                ev_txn = _txn_key(values.get(rule.transaction)) if rule.transaction else None
+                ended = [i for i in insts if self._apply(rule, i, ev, name, ev_txn, effects)]
+                if ended:
+                    self._remove(entry, ended)
+            fire_again = any(e.kind == "advanced" for e in effects[before:])
+        message_id = ev.message_id
+        id_middle: bytes | None = None
+        message, user = ev.message, ev.user
+        evaluations = 0
+        # The index gives only conditions whose ``on`` and event names admit this event,
+        # so ``_match``'s first two tests are known to pass here.
         for cond in self._candidates(ev.type, name):
             rule = cond.rule
+            rname = rule.name
             txn: str | None = None
             if rule.transaction:
-                txn = _txn_key(ev.values.get(rule.transaction))
+                txn = _txn_key(values.get(rule.transaction))
                 if txn is None:
                     continue
-            if (rule.name, txn) in blocked:
+            if blocked and (rname, txn) in blocked:
                 continue
-            iid = _instance_id(rule.name, ev.message_id, txn)
-            entry = rules_state.get(rule.name)
+            if id_middle is None:
+                id_middle = f"{message_id}\x1f".encode()
+            # _instance_id, with the rule's and the message's bytes encoded once
+            raw_id = (
+                rule.id_prefix + id_middle + txn.encode() if txn else rule.id_prefix + id_middle
+            )
+            iid = hashlib.sha1(raw_id).hexdigest()[:16]
+            entry = rules_state.get(rname)
             if entry is not None and (iid in entry["d"] or any(i["id"] == iid for i in entry["i"])):
                 continue
-            if not self._match(cond, ev, name):
-                continue
+            test = cond.test
+            if test is not None:
+                evaluations += 1
+                if not test(message, values, user):
+                    continue
             inst: Instance = {
                 "id": iid,
                 "f": rule.fingerprint,
                 "p": 0,
                 "s": t,
                 "a": t,
-                "m": [ev.message_id],
+                "m": [message_id],
             }
             if txn is not None:
                 inst["t"] = txn
-            self._capture(rule, inst, ev)
+            captured: dict[str, Any] | None = None
+            for vname in rule.var_names:  # _capture, into a new instance
+                value = values.get(vname)
+                if value is not None:
+                    if captured is None:
+                        captured = inst["x"] = {}
+                    captured[vname] = value
             if entry is None:
                 state["r"] = rules_state  # absent from a state written as {}
-                entry = rules_state[rule.name] = {"i": [], "d": []}
+                entry = rules_state[rname] = {"i": [], "d": []}
             entry["i"].append(inst)
-            effects.append(Effect("started", rule.name, iid, t, position=0, transaction=txn))
-        self._fire(state, t, ev.user, effects)
+            effects.append(
+                _tuple_new(Effect, ("started", rname, iid, t, 0, None, None, None, None, txn))
+            )
+            if t + rule.start_due <= t:  # due at once: no lifetime, wait or within
+                fire_again = True
+        if evaluations:
+            self.evaluations += evaluations
+        if fire_again:
+            self._fire(state, t, user, effects)
         if changed or effects:
             state["v"] = state.get("v", 0) + 1
         return effects
@@ -442,12 +507,13 @@ class RuleSet:
     def _match(self, cond: _Cond, ev: EventInput, name: str | None) -> bool:
         if cond.on != "any" and cond.on != ev.type:
             return False
-        if cond.filter is None:
+        test = cond.test
+        if test is None:
             return True
         if cond.names is not None and name not in cond.names:
             return False
         self.evaluations += 1
-        return cond.filter.evaluate(ev.message, ev.values, ev.user)
+        return test(ev.message, ev.values, ev.user)
 
     def _apply(
         self,
@@ -521,8 +587,19 @@ class RuleSet:
         due: list[tuple[float, int, int, str, Instance, _Cond | None]] = []
         k = 0
         for rname, entry in rules_state.items():
+            insts = entry["i"]
+            if not insts:
+                continue
             rule = self._rules[rname]
-            for inst in entry["i"]:
+            lifetime = rule.lifetime
+            soonest = rule.soonest
+            for inst in insts:
+                # Most instances have nothing due: rule that out before building deadlines.
+                if inst["s"] + lifetime > now:
+                    offset = soonest.get(inst["p"])
+                    if offset is None or inst["a"] + offset > now:
+                        k += 1
+                        continue
                 at, rank, timer = self._deadline(rule, inst)
                 if at <= now:
                     due.append((at, rank, k, rname, inst, timer))
@@ -551,6 +628,8 @@ class RuleSet:
         """Apply rule removals/disables/edits and merge duplicates; True if ``state`` changed."""
         rules_state = state.get("r")
         if not rules_state:
+            return False
+        if not self._needs_reconcile(rules_state):
             return False
         changed = False
         for rname in list(rules_state):
@@ -589,6 +668,30 @@ class RuleSet:
             if ended:
                 self._remove(entry, ended)
         return changed
+
+    def _needs_reconcile(self, rules_state: dict[str, Any]) -> bool:
+        """Whether ``_reconcile`` has anything to do: a rule gone or disabled, an instance
+        of an edited rule, or two instances where one is allowed. Per event, nearly
+        always not; this answers it without building anything."""
+        rules = self._rules
+        for rname, entry in rules_state.items():
+            rule = rules.get(rname)
+            if rule is None or not rule.enabled:
+                return True
+            insts = entry["i"]
+            if not insts:
+                continue
+            fingerprint = rule.fingerprint
+            if len(insts) == 1:
+                if insts[0]["f"] != fingerprint:
+                    return True
+                continue
+            for inst in insts:
+                if inst["f"] != fingerprint:
+                    return True
+            if not rule.multiple_active and len({i.get("t") for i in insts}) < len(insts):
+                return True
+        return False
 
     @staticmethod
     def _remove(entry: dict[str, Any], insts: list[Instance]) -> None:

@@ -15,6 +15,8 @@ from typing import Any, Protocol
 
 import orjson
 
+from app.envelope import dumps
+
 #: logical topics a stage sends to; the agent layer maps them to the app's topic names
 INPUT = "input"
 PERSON = "person"
@@ -154,7 +156,7 @@ class JsonView:
             if value is None:
                 self.table.delete(key)
             else:
-                self.table.set(key, orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS))
+                self.table.set(key, dumps(value))
         self._dirty.clear()
 
 
