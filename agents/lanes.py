@@ -281,7 +281,10 @@ class AccountLane:
         finally:
             self.inflight, self.inflight_kind = [], None
         self.failing = unavailable
-        if not unavailable and time.monotonic() - started < park_after:
+        # Emarsys answered: the lane is healthy again if it answered in time, or if there
+        # is nothing else to send (the next records go directly; a slow answer parks them
+        # again after park_after).
+        if not unavailable and (time.monotonic() - started < park_after or self._idle()):
             self._unblock()
         for item in items:
             if item.offset is not None:
@@ -452,6 +455,15 @@ class AccountLane:
         self.forward_queue.clear()
         for st in self.parts.values():
             st.holding = []
+
+    def _idle(self) -> bool:
+        return not (
+            self.direct
+            or self.parked
+            or self.forward_queue
+            or self.forwarding_now
+            or any(st.holding for st in self.parts.values())
+        )
 
     def in_memory(self) -> int:
         holding = sum(len(st.holding) for st in self.parts.values())
