@@ -21,13 +21,13 @@ import faust
 from agents.pipeline import Pipeline, TopicNames, subscribe
 from agents.sink import Sink, parking_topic
 from app import profiling, recovery_guard
-from app.batching.consumer import BatchTransport
 from app.batching.sender import Outbox, Partitioner
 from app.config import ConfigError, load_config
 from app.config_topic import ConfigTopic
 from app.delivery import Clients
 from app.emarsys.calls import call_counter
 from app.emarsys.client import EmarsysClient
+from app.fetch_wait import ShortFetchTransport
 from app.recent import RecentDeliveries, RecentEvents
 from app.retries import RetryTracker
 from app.runtime import Runtime
@@ -112,7 +112,9 @@ class EmdApp(faust.App):
     worker: Worker | None = None
 
     def _new_transport(self) -> Any:
-        return BatchTransport(self.conf.broker_consumer, self)
+        # The batch consumer, with a short fetch wait (app.fetch_wait: Tansu answers a
+        # waiting fetch only when its wait ends).
+        return ShortFetchTransport(self.conf.broker_consumer, self)
 
     async def on_first_start(self) -> None:
         await super().on_first_start()
