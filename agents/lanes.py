@@ -57,6 +57,7 @@ UNPARK_SLACK = 1000  # a parked backlog this small is drained with new records h
 HOLD_LIMIT = 5000  # records held back while unparking before the lane parks them again
 UNPARK_POLL = 0.05
 FORWARD_RETRY_MAX = 5.0
+REPORTS_AHEAD = 2  # batches whose outcomes are still being sent when the next call starts
 
 
 class Span:
@@ -109,7 +110,8 @@ class LaneHost(Protocol):
     def flush_interval(self) -> float: ...
     def park_after(self) -> float: ...
     def min_gap(self, account: str) -> float: ...
-    def deliver(self, lane: AccountLane, items: list[Item]) -> Awaitable[bool]: ...
+    def deliver(self, lane: AccountLane, items: list[Item]) -> Awaitable[tuple[bool, Any]]: ...
+    def report(self, outputs: Any) -> Awaitable[None]: ...
     def park(self, topic: str, items: list[Item]) -> Awaitable[dict[int, int]]: ...
     def commit(self) -> Awaitable[None]: ...
     def committed(self, topic: str, partition: int) -> int | None: ...
@@ -154,6 +156,11 @@ class AccountLane:
         self.inflight_kind: str | None = None
         self.forward_queue: deque[Item] = deque()
         self.forwarding_now: list[Item] = []
+        # Delivered batches whose outcomes are being sent (then their records are settled):
+        # sent in order by one task while the next batch goes to Emarsys.
+        self.reports: deque[tuple[Any, list[Item]]] = deque()
+        self._report_task: asyncio.Task[None] | None = None
+        self._reported = asyncio.Event()
         self.last_call = 0.0
         self.stopped = False
         self._wakeup = asyncio.Event()
@@ -217,6 +224,9 @@ class AccountLane:
     async def _run(self) -> None:
         while not self.stopped:
             kind, items = await self._gather()
+            while len(self.reports) >= REPORTS_AHEAD:  # the broker is slow: wait for it
+                self._reported.clear()
+                await self._reported.wait()
             await self._deliver(kind, items)
 
     def _choose(self) -> str | None:
@@ -270,7 +280,7 @@ class AccountLane:
                     return
                 self._block(None)
                 await asyncio.wait({task})
-            unavailable = task.result()
+            unavailable, outputs = task.result()
         except asyncio.CancelledError:
             task.cancel()
             raise
@@ -291,8 +301,31 @@ class AccountLane:
                 st = self._part(item.partition)
                 if st.delivered is None or item.offset > st.delivered:
                     st.delivered = item.offset
-            item.span.settle()
+        self.reports.append((outputs, items))
+        if self._report_task is None or self._report_task.done():
+            self._report_task = asyncio.ensure_future(self._report_loop())
         self._check_unparks()
+
+    async def _report_loop(self) -> None:
+        """Outcomes to the broker in delivery order; then the batch's records are done
+        (their offsets may be committed: a parked partition unparks only after that)."""
+        while self.reports and not self.stopped:
+            outputs, items = self.reports[0]
+            try:
+                await self.host.report(outputs)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug: the records are read again later
+                log.exception("account %s: sending outcomes failed", self.account)
+                self.reports.popleft()
+                self.host.drop(items)
+                self._reported.set()
+                continue
+            self.reports.popleft()
+            for item in items:
+                item.span.settle()
+            self._reported.set()
+            self._check_unparks()
 
     # ------------------------------------------------------------------ parking
 
@@ -442,7 +475,11 @@ class AccountLane:
     def stop(self) -> None:
         """Partitions revoked: drop everything; forwards already sending may finish."""
         self.stopped = True
-        for task in (self._task, *(st.unparking for st in self.parts.values())):
+        for task in (
+            self._task,
+            self._report_task,
+            *(st.unparking for st in self.parts.values()),
+        ):
             if task is not None:
                 task.cancel()
         if self._forward_task is not None and not self.forwarding_now:
@@ -453,6 +490,7 @@ class AccountLane:
         self.direct.clear()
         self.parked.clear()
         self.forward_queue.clear()
+        self.reports.clear()
         for st in self.parts.values():
             st.holding = []
 
@@ -468,7 +506,8 @@ class AccountLane:
     def in_memory(self) -> int:
         holding = sum(len(st.holding) for st in self.parts.values())
         return (
-            len(self.direct)
+            sum(len(items) for _, items in self.reports)
+            + len(self.direct)
             + len(self.parked)
             + len(self.inflight)
             + len(self.forward_queue)
@@ -486,11 +525,17 @@ class AccountLane:
         )
 
     def backlog(self) -> int:
-        """Effects not delivered yet: in memory, on their way to parking, parked."""
-        parked_read = len(self.parked) + (
-            len(self.inflight) if self.inflight_kind == "parked" else 0
+        """Effects not delivered yet: in memory, on their way to parking, parked (the
+        parked ones read into memory are counted by ``parked_backlog``)."""
+        direct = len(self.inflight) if self.inflight_kind == "direct" else 0
+        return (
+            direct
+            + len(self.direct)
+            + len(self.forward_queue)
+            + len(self.forwarding_now)
+            + sum(len(st.holding) for st in self.parts.values())
+            + self.parked_backlog()
         )
-        return self.in_memory() - parked_read + self.parked_backlog()
 
     def oldest_since(self) -> float | None:
         heads: list[float] = [i.since for i in self.inflight]

@@ -134,8 +134,23 @@ def accepted_times(sim: Any, credential: str) -> dict[str, float]:
     return out
 
 
+def effects_written(stack: Any, read_topic: Any) -> dict[str, float]:
+    """First name -> when its contact update was written to emarsys-effects (the record's
+    timestamp: the producer's clock, this machine's)."""
+    out: dict[str, float] = {}
+    for r in read_topic(stack.broker_url, stack.topic("emarsys-effects")):
+        try:
+            effect = json.loads(r.value)
+        except ValueError:
+            continue
+        name = (effect.get("fields") or {}).get("1")
+        if isinstance(name, str):
+            out.setdefault(name, r.timestamp / 1000.0)
+    return out
+
+
 def run(seconds: float, rate: float, down_rate: float, warmup: float) -> dict[str, Any]:
-    from tests.integration.stack import Simulator, Stack, account_config, admin, http
+    from tests.integration.stack import Simulator, Stack, account_config, admin, http, read_topic
 
     logs = OUT_DIR / "latency-logs"
     shutil.rmtree(logs, ignore_errors=True)
@@ -176,9 +191,12 @@ def run(seconds: float, rate: float, down_rate: float, warmup: float) -> dict[st
         log(f"worker ready; {warmup:.0f} s warm-up, then {seconds:.0f} s measured")
         url = f"{worker.url}/v1/batch"
         healthy, down = Load("healthy", rate, url), Load("down", down_rate, url)
-        t0 = time.monotonic()
+        t0, cpu0 = time.monotonic(), _cpu_seconds(worker.proc.pid)
         asyncio.run(drive(url, [healthy, down], warmup, seconds))
-        result["load_seconds"] = round(time.monotonic() - t0, 1)
+        elapsed = time.monotonic() - t0
+        result["load_seconds"] = round(elapsed, 1)
+        # The worker's CPU time over the load (1.0 = one core busy all the time).
+        result["worker_cpu_cores"] = round((_cpu_seconds(worker.proc.pid) - cpu0) / elapsed, 2)
         log("load done; waiting for the healthy account's last updates")
         expected = healthy.measured
         deadline = time.monotonic() + 120
@@ -189,6 +207,40 @@ def run(seconds: float, rate: float, down_rate: float, warmup: float) -> dict[st
                 break
             time.sleep(1)
         latencies = sorted(accepted[n] - healthy.acked[n] for n in expected if n in accepted)
+        # Where the time goes: ingest acknowledged -> the effect written to emarsys-effects
+        # (the identity and person stages) -> Emarsys acknowledged (the sink).
+        written = effects_written(stack, read_topic)
+        stages = sorted(written[n] - healthy.acked[n] for n in expected if n in written)
+        sink = sorted(accepted[n] - written[n] for n in expected if n in written and n in accepted)
+        missing = sorted(n for n in expected if n not in accepted)
+        result["missing_examples"] = missing[:5]
+        result["missing_in_effects"] = sum(1 for n in missing if n in written)
+        reasons: dict[str, int] = {}
+        for r in read_topic(stack.broker_url, stack.topic("dead-letters")):
+            why = str(json.loads(r.value).get("reason", ""))[:80]
+            reasons[why] = reasons.get(why, 0) + 1
+        result["dead_letters"] = reasons
+        result["split_seconds"] = {
+            "ingest_to_effect_p50": round(quantile(stages, 0.5), 3),
+            "ingest_to_effect_p99": round(quantile(stages, 0.99), 3),
+            "effect_to_emarsys_p50": round(quantile(sink, 0.5), 3),
+            "effect_to_emarsys_p99": round(quantile(sink, 0.99), 3),
+        }
+        # Latency by 10 s of the run (does it drift as the load goes on?).
+        start = min(healthy.acked[n] for n in expected) if expected else 0.0
+        windows: dict[int, list[float]] = {}
+        for n in expected:
+            if n in accepted:
+                at = healthy.acked[n]
+                windows.setdefault(int((at - start) // 10), []).append(accepted[n] - at)
+        result["healthy_by_10s"] = [
+            {
+                "from_s": k * 10,
+                "p50": round(quantile(sorted(v), 0.5), 3),
+                "p99": round(quantile(sorted(v), 0.99), 3),
+            }
+            for k, v in sorted(windows.items())
+        ]
         metrics = metric_totals(http("GET", f"{worker.url}/metrics").body.decode())
         deliveries = http(
             "GET", f"{worker.url}/api/accounts/down/deliveries", headers=admin()
@@ -226,6 +278,14 @@ def run(seconds: float, rate: float, down_rate: float, warmup: float) -> dict[st
         broker.stop()
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (``/proc/PID/stat``)."""
+    import os
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _rss(pid: int, field: str) -> float | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -251,7 +311,14 @@ def render(r: dict[str, Any]) -> str:
         f"down account: {d['backlog']['effects']:,} effects waiting "
         f"({d['backlog']['parked']:,} parked), state {d['backlog']['state']}, "
         f"{d['retrying_calls']} call(s) retrying",
-        f"worker RSS high-water: {r['worker_rss_mb_high_water']} MB",
+        f"worker RSS high-water: {r['worker_rss_mb_high_water']} MB; worker CPU "
+        f"{r['worker_cpu_cores']} cores during the load (machine: {r['machine']['nproc']} "
+        f"CPUs, load average {r['machine']['loadavg_1m']} at the start)",
+        "split: ingest -> effect written p50 {ingest_to_effect_p50} s p99 "
+        "{ingest_to_effect_p99} s; effect -> Emarsys p50 {effect_to_emarsys_p50} s p99 "
+        "{effect_to_emarsys_p99} s".format(**r["split_seconds"]),
+        "by 10 s: "
+        + ", ".join(f"{w['from_s']}s p50 {w['p50']} p99 {w['p99']}" for w in r["healthy_by_10s"]),
     ]
     return "\n".join(lines)
 
