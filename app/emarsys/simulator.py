@@ -599,7 +599,10 @@ class Simulator:
     async def _json(request: web.Request, limit: int, too_big_code: int) -> Json:
         if request.content_length is not None and request.content_length > limit:
             raise ApiError(413, too_big_code, f"Request body larger than {limit} bytes")
-        raw = await request.read()
+        try:
+            raw = await request.read()
+        except ConnectionResetError as exc:  # the caller gave up mid-request (a timeout)
+            raise ApiError(400, 1010, "the request body was cut off") from exc
         if len(raw) > limit:
             raise ApiError(413, too_big_code, f"Request body larger than {limit} bytes")
         try:
