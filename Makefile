@@ -34,7 +34,13 @@ integration: $(STAMP)
 reliability: $(STAMP)
 	$(BIN)/python -m pytest -q tests/integration $(PYTEST_ARGS)
 
-bench: $(STAMP)
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	@touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 # p50/p99 from ingest acknowledged to Emarsys acknowledged at 1,000 events/s for one

@@ -114,11 +114,15 @@ class Pipeline:
         due = [p for p in self._person_partitions(consumer) if self._is_due(p, now)]
         if not due:
             return
-        tx = self._transaction()
-        for partition in due:
-            outputs = self.flow.clock(partition, tx.states, now)
-            tx.send(outputs, _labels(outputs) if self._labels else ())
-        await tx.commit()
+        busy = consumer.busy()
+        try:
+            tx = self._transaction()
+            for partition in due:
+                outputs = self.flow.clock(partition, tx.states, now)
+                tx.send(outputs, _labels(outputs) if self._labels else ())
+            await tx.commit()
+        finally:
+            consumer.idle_done(busy)
 
     def poll_timeout(self) -> float:
         now = self.clock()

@@ -15,6 +15,8 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 
+from app.child_process import follow_parent
+
 log = logging.getLogger("emd.broker")
 
 
@@ -66,6 +68,8 @@ class EmbeddedBroker:
     startup_timeout: float = 20.0
     log_path: str | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    #: the broker dies when this process dies (``app.child_process``): what ``dev`` wants
+    die_with_parent: bool = False
     reused: bool = False
 
     @property
@@ -108,7 +112,12 @@ class EmbeddedBroker:
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "warn"))
         self.process = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            preexec_fn=follow_parent if self.die_with_parent else None,
         )
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:

@@ -21,7 +21,9 @@ USAGE = """\
 usage: emarsys-destination COMMAND [options]
 
 Commands of this app:
-  dev [--config F]              embedded broker + Emarsys simulator + one worker (make run)
+  dev [--config F] [--web-bind ADDR]
+                                embedded broker + Emarsys simulator + one worker (make run);
+                                listens on 127.0.0.1 unless --web-bind says otherwise
   worker [--config F] [...]     a production worker (Faust's worker options apply)
   check-config F                validate a config file; every problem with its location
   replay --config F --file EVENTS.jsonl [--account A] [--format table|jsonl]

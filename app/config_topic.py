@@ -34,6 +34,7 @@ class ConfigTopic:
         self.runtime = runtime
         self.topic = topic
         self.versions: dict[str, int] = {}
+        self.loaded = False  # read to its end once (GET /ready waits for it)
         self._offset = 0
         self._task: asyncio.Task[None] | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -78,6 +79,7 @@ class ConfigTopic:
             await read_to_end(consumer, [tp], self._take)
         finally:
             await consumer.stop()
+        self.loaded = True
 
     def _take(self, record: Any) -> None:
         self._consume(record.value, record.key)

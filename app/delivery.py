@@ -1,12 +1,23 @@
-"""Delivering a batch of effects to Emarsys: merged upserts, batched triggers, deletes.
+"""Delivering a batch of effects to Emarsys: merged upserts, batched list actions and
+triggers, deletes.
 
-Used by the sink agent; knows nothing of Faust. For every effect it returns an
-``Outcome`` (accepted, or failed with Emarsys's replyCode and text, or given up), so the
-agent can acknowledge the batch only when each effect was accepted or dead-lettered.
+Used by the sink agent and ``replay --apply``; knows nothing of Faust. For every effect
+it returns an ``Outcome`` (accepted, or failed with Emarsys's replyCode and text, or given
+up), so the agent can acknowledge the batch only when each effect was accepted or
+dead-lettered.
 
-Order inside a batch, per account: contact upserts first, then triggers (the contact
-must exist before its trigger, or Emarsys answers 2008), then deletes; a delete splits
-the batch so nothing queued before it is applied after it.
+Order inside a batch, per account: contact upserts first (the contact must exist before
+anything else names it, or Emarsys answers 2008), then contact-list actions, then
+triggers, then deletes; a delete splits the batch so nothing queued before it is applied
+after it. List actions go before triggers so that an automation program the trigger
+starts already sees the list change its exit made (a program may filter on a list).
+
+List actions (``list_add``/``list_remove``) are batched per list: one
+``POST /contactlist/{id}/add|delete`` for up to 10,000 contacts, a contact once per call.
+For one list, the batch's adds and removes are applied in topic order (a run of adds,
+then a run of removes, ...), so the list ends as the effects say. Both calls are
+idempotent (adding a member, or removing a non-member, changes nothing), so a retried
+call or a redelivered effect is harmless.
 """
 
 from __future__ import annotations
@@ -20,7 +31,13 @@ from typing import Any
 from app.config.model import EmarsysConfig
 from app.emarsys.auth import TokenError
 from app.emarsys.batching import TRIGGER_MAX_BYTES, chunk, merge_contacts
-from app.emarsys.client import EmarsysClient, EmarsysRejected, EmarsysUnavailable
+from app.emarsys.client import (
+    LIST_MAX_IDS,
+    EmarsysClient,
+    EmarsysRejected,
+    EmarsysUnavailable,
+    ListResult,
+)
 
 log = logging.getLogger("emd.delivery")
 
@@ -43,6 +60,13 @@ class Outcome:
             entry.update(
                 rule=e.get("rule"),
                 event=e.get("event"),
+                trigger_id=e.get("trigger_id"),
+                event_time=e.get("event_time"),
+            )
+        if e["op"] in LIST_OPS:
+            entry.update(
+                rule=e.get("rule"),
+                list=e.get("list"),
                 trigger_id=e.get("trigger_id"),
                 event_time=e.get("event_time"),
             )
@@ -75,9 +99,17 @@ class Clients:
         self._clients.clear()
 
 
+LIST_OPS = ("list_add", "list_remove")
+
+
 def _failure(exc: BaseException) -> tuple[int | None, str, bool]:
     if isinstance(exc, EmarsysRejected):
-        return exc.reply_code if exc.reply_code is not None else exc.status, exc.reply_text, False
+        # No replyCode: the HTTP status stands in, unless it was a success (a name that
+        # resolved to nothing is refused by us, not by Emarsys: no code to show).
+        code = exc.reply_code
+        if code is None and exc.status >= 300:
+            code = exc.status
+        return code, exc.reply_text, False
     if isinstance(exc, EmarsysUnavailable):
         return exc.last_status, f"gave up: {exc.reason}", True
     if isinstance(exc, TokenError):
@@ -117,10 +149,12 @@ async def deliver(
 
 async def _segment(client: EmarsysClient, cfg: EmarsysConfig, items: list[dict[str, Any]]):
     upserts = [e for e in items if e.get("op") == "upsert"]
+    lists = [e for e in items if e.get("op") in LIST_OPS]
     triggers = [e for e in items if e.get("op") == "trigger"]
-    others = [e for e in items if e.get("op") not in ("upsert", "trigger")]
+    others = [e for e in items if e.get("op") not in ("upsert", "trigger", *LIST_OPS)]
     out = [Outcome(e, False, None, f"unknown effect {e.get('op')!r}") for e in others]
     out += await _upserts(client, cfg, upserts)
+    out += await _lists(client, lists)
     out += await _triggers(client, triggers)
     return out
 
@@ -197,6 +231,72 @@ async def _triggers(client: EmarsysClient, effects: list[dict[str, Any]]):
         for e in group:
             f = failed.get(e["trigger_id"])
             out.append(Outcome(e, True) if f is None else Outcome(e, False, f[0], f[1], f[2]))
+    return out
+
+
+@dataclass
+class _Run:
+    """Consecutive effects of one op on one list: one call per ``LIST_MAX_IDS`` contacts."""
+
+    op: str
+    list_id: int
+    effects: list[dict[str, Any]]
+
+
+async def _lists(client: EmarsysClient, effects: list[dict[str, Any]]) -> list[Outcome]:
+    if not effects:
+        return []
+    out: list[Outcome] = []
+    resolved: dict[Any, int | tuple[int | None, str, bool]] = {}
+    runs: list[_Run] = []
+    open_runs: dict[int, _Run] = {}
+    for e in effects:
+        ref = e.get("list")
+        if not e.get("contact"):
+            out.append(Outcome(e, False, None, "not sent: no contact key"))
+            continue
+        if isinstance(ref, bool) or not isinstance(ref, int | str):
+            out.append(Outcome(e, False, None, f"not sent: {ref!r} is no contact list"))
+            continue
+        if ref not in resolved:
+            try:
+                resolved[ref] = await client.resolve_list_id(ref)
+            except (EmarsysRejected, EmarsysUnavailable, TokenError) as exc:
+                resolved[ref] = _failure(exc)
+        found = resolved[ref]
+        if isinstance(found, tuple):
+            out.append(Outcome(e, False, *found))
+            continue
+        run = open_runs.get(found)
+        if run is None or run.op != e["op"]:
+            run = open_runs[found] = _Run(e["op"], found, [])
+            runs.append(run)
+        run.effects.append(e)
+    for run in runs:
+        out += await _list_run(client, run)
+    return out
+
+
+async def _list_run(client: EmarsysClient, run: _Run) -> list[Outcome]:
+    by_contact: dict[str, list[dict[str, Any]]] = {}
+    for e in run.effects:
+        by_contact.setdefault(str(e["contact"]), []).append(e)
+    contacts = list(by_contact)
+    call = client.add_to_list if run.op == "list_add" else client.remove_from_list
+    out: list[Outcome] = []
+    for i in range(0, len(contacts), LIST_MAX_IDS):
+        part = contacts[i : i + LIST_MAX_IDS]
+        try:
+            result: ListResult = await call(run.list_id, part)
+        except (EmarsysRejected, EmarsysUnavailable, TokenError, ValueError) as exc:
+            code, text, given_up = _failure(exc)
+            out += [Outcome(e, False, code, text, given_up) for c in part for e in by_contact[c]]
+            continue
+        folded = {k.lower(): v for k, v in result.errors.items()}
+        for c in part:
+            err = result.errors.get(c) or folded.get(c.lower())
+            for e in by_contact[c]:
+                out.append(Outcome(e, True) if err is None else Outcome(e, False, err[0], err[1]))
     return out
 
 

@@ -6,7 +6,7 @@ and replay decide identically. A record is a JSON-ready dict:
 ``uid`` userId · ``anon`` anonymousIds seen (most recent last, capped) · ``pk`` primary key
 value (the Emarsys contact key, remembered once learned) · ``first``/``last`` seen (event
 time, ``last`` to the minute so a burst of events does not rewrite the record) · ``vals``
-latest value of every data map · ``sent`` Emarsys fields we asked Emarsys to hold (pending
+latest value of every data map, in event time · ``vt`` when each was last seen · ``sent`` Emarsys fields we asked Emarsys to hold (pending
 or acknowledged) · ``acked`` fields Emarsys acknowledged · ``rules`` rule-instance state ·
 ``due`` next rule deadline · ``fwd`` set when this person merged into another.
 
@@ -110,9 +110,15 @@ def contact_update(account: Account, person: str, record: dict[str, Any], at: fl
 def trigger_effects(
     account: Account, person: str, record: dict[str, Any], transitions: list[Effect]
 ) -> list[dict[str, Any]]:
+    """The Emarsys effects of the exits among ``transitions``: the trigger (when the exit
+    has one), then its contact-list actions (``list_effects``)."""
     out = []
     for t in transitions:
         if t.kind != "triggered":
+            continue
+        lists = list_effects(account, person, record, t)
+        if t.trigger is None:
+            out += lists
             continue
         effect = {
             "op": "trigger",
@@ -134,6 +140,46 @@ def trigger_effects(
                 f"({account.config.primary_key} never seen)"
             )
         out.append(effect)
+        out += lists
+    return out
+
+
+LIST_OPS = (("add_to_list", "list_add"), ("remove_from_list", "list_remove"))
+
+
+def list_effects(
+    account: Account, person: str, record: dict[str, Any], t: Effect
+) -> list[dict[str, Any]]:
+    """An exit's contact-list actions: ``list_add``/``list_remove`` with ``list`` the id or
+    name as configured. Each carries the exit's ``trigger_id``, the stable id of the exit
+    firing that the delivery log and the lateness window key on (an exit already sent is
+    not sent again). Without a contact key each is ``undeliverable``, with ``action`` the
+    op it would have been."""
+    out = []
+    for attr, op in LIST_OPS:
+        ref = getattr(t, attr)
+        if ref is None:
+            continue
+        effect: dict[str, Any] = {
+            "op": op,
+            "account": account.name,
+            "person": person,
+            "contact": record["pk"],
+            "user_id": record["uid"],
+            "rule": t.rule,
+            "list": ref,
+            "trigger_id": t.trigger_id,
+            "instance": t.instance_id,
+            "event_time": iso_z(t.at),
+        }
+        if record["pk"] is None:
+            effect["op"] = "undeliverable"
+            effect["action"] = op
+            effect["reason"] = (
+                "no primary key value is known for this person "
+                f"({account.config.primary_key} never seen)"
+            )
+        out.append(effect)
     return out
 
 
@@ -149,6 +195,29 @@ def _touch_identity(record: dict[str, Any], message: dict[str, Any]) -> bool:
         ids.append(anon)
         record["anon"] = ids[-MAX_ANONYMOUS_IDS:]
         changed = True
+    return changed
+
+
+def _take_values(record: dict[str, Any], values: dict[str, Any], t: float) -> bool:
+    """This event's data map values, unless a later event (in event time) set them: a late
+    event does not overwrite a newer value. Each value keeps the time it was last seen
+    (``vt``, whole seconds, refreshed at ``LAST_SEEN_RESOLUTION`` like ``last``), which
+    decides between two persons' values at a merge."""
+    vals = record["vals"]
+    seen = record.setdefault("vt", {})
+    ts = int(t)
+    changed = False
+    for name, value in values.items():
+        before = seen.get(name)
+        if before is not None and ts < before:
+            continue
+        if vals.get(name) != value:
+            vals[name] = value
+            seen[name] = ts
+            changed = True
+        elif before is None or ts - before >= LAST_SEEN_RESOLUTION:
+            seen[name] = ts
+            changed = True
     return changed
 
 
@@ -202,11 +271,7 @@ def apply_event(
         rec["acked"] = {}
         out.changed = True
     values, out.failures = account.data_maps.evaluate(message)
-    vals = rec["vals"]
-    for name, value in values.items():
-        if vals.get(name) != value:
-            vals[name] = value
-            out.changed = True
+    out.changed |= _take_values(rec, values, event_time)
     if emit_contact:
         update = contact_update(account, person, rec, event_time)
         if update is not None:
@@ -219,7 +284,7 @@ def apply_event(
             message_id=message_id,
             event_time=event_time,
             values=values,
-            user=vals,
+            user=rec["vals"],
         )
         version = rec["rules"].get("v")
         transitions = account.rules.on_event(rec["rules"], ev)
@@ -284,12 +349,17 @@ def apply_merge(
     for key in ("first",):
         if other.get(key) is not None and (rec[key] is None or other[key] < rec[key]):
             rec[key] = other[key]
-    newer = (other.get("last") or 0) > (rec.get("last") or 0)
-    if other.get("last") is not None and newer:
+    if other.get("last") is not None and (other["last"] > (rec.get("last") or 0)):
         rec["last"] = other["last"]
+    # Per data map, the value seen last in event time wins, whoever saw it: the visitor's
+    # fresh plan beats the returning user's of last month, the user's own later value
+    # beats the visitor's (and a merge gives what one person seeing both would have).
+    mine_t, theirs_t = rec.setdefault("vt", {}), other.get("vt") or {}
     for name, value in (other.get("vals") or {}).items():
-        if name not in rec["vals"] or newer:
+        theirs = theirs_t.get(name, other.get("last") or 0)
+        if name not in rec["vals"] or theirs > mine_t.get(name, rec.get("last") or 0):
             rec["vals"][name] = value
+            mine_t[name] = theirs
     if rec["pk"] is None and other.get("pk"):
         rec["pk"] = other["pk"]
         rec["sent"], rec["acked"] = dict(other.get("sent") or {}), dict(other.get("acked") or {})

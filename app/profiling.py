@@ -1,4 +1,4 @@
-"""An opt-in CPU profile of a worker: ``EMD_PROFILE=FILE`` writes cProfile stats there
+"""An opt-in CPU profile of a worker: ``EMD_CPU_PROFILE=FILE`` writes cProfile stats there
 when the worker stops (``make bench`` uses it to print where the time goes).
 
 Only the event loop's thread is profiled (aiokafka's fetches run in Faust's consumer
@@ -11,7 +11,7 @@ from __future__ import annotations
 import cProfile
 import os
 
-ENV = "EMD_PROFILE"
+ENV = "EMD_CPU_PROFILE"
 _profile: cProfile.Profile | None = None
 
 

@@ -61,6 +61,14 @@ from app.person import (
 MAX_INPUTS = 16
 MAX_FIRED = 64
 WINDOW = "w"
+#: hand-offs this person waits for: ``{id: {"until": wall time, "asked": requests sent,
+#: "answers": answers received, "srcs": persons promised to hand over, "got": arrived}}``
+HANDOFFS = "hand"
+#: how long a window stays open for a hand-off that does not settle (a safety net: every
+#: hand-off is answered, at least once)
+HANDOFF_MAX = 600.0
+#: record fields that messages set, not inputs: a re-applied window keeps them as they are
+NOT_FROM_INPUTS = (HANDOFFS, "lost")
 
 Item = dict[str, Any]
 
@@ -86,28 +94,105 @@ def wake_time(record: dict[str, Any] | None) -> float | None:
         return None
     window = record.get(WINDOW)
     if window is not None:
-        return float(window["u"])
+        waits = [h["until"] for h in (record.get(HANDOFFS) or {}).values()]
+        return max(float(window["u"]), min(waits)) if waits else float(window["u"])
     due = record.get("due")
     return float(due) if due is not None else None
 
 
 def holding(record: dict[str, Any], now: float) -> bool:
-    """Whether the record's deadlines are waiting out its lateness window."""
+    """Whether the record's deadlines are waiting: its lateness window, or a hand-off."""
     window = record.get(WINDOW)
-    return window is not None and now < window["u"]
+    return window is not None and (now < window["u"] or _awaiting(record, now))
+
+
+def _awaiting(record: dict[str, Any] | None, now: float) -> bool:
+    if not record:
+        return False
+    return any(h["until"] > now for h in (record.get(HANDOFFS) or {}).values())
+
+
+# --------------------------------------------------------------------------- hand-offs
+#
+# A user's partition that asks another partition for a link (``app.stages``) may receive
+# the other person's state any time later. Until it has, its window stays open, whatever
+# ``allowed_lateness`` says, so the state is put in its place among the events that
+# overtook it: the link partition answers with the persons it asked to hand over
+# (``settle``), each of them answers with its state or with nothing (``arrived``).
+
+
+def expect_handoff(record: dict[str, Any], ident: str, now: float) -> None:
+    """A link request for ``ident`` was sent. Requests are counted (a record read again
+    after a crash asks again): the hand-off waits for as many answers."""
+    hands = record.setdefault(HANDOFFS, {})
+    hand = hands.get(ident)
+    if hand is None:
+        hands[ident] = {"until": now + HANDOFF_MAX, "asked": 1, "answers": 0, "srcs": [],
+                        "got": []}  # fmt: skip
+    else:
+        hand["asked"] = hand.get("asked", 1) + 1
+        hand["until"] = now + HANDOFF_MAX
+
+
+def settle(record: dict[str, Any], ident: str, sources: list[str]) -> bool:
+    """An answer of the link partition; True when the hand-off is complete. Promises add
+    up: a repeated request answered "linked already, nothing to merge" does not take back
+    the first answer's state on its way."""
+    hand = (record.get(HANDOFFS) or {}).get(ident)
+    if hand is None:
+        return False
+    hand["answers"] = hand.get("answers", 0) + 1
+    hand["srcs"] = sorted(set(hand.get("srcs") or []) | set(sources))
+    return _drop_if_done(record, ident)
+
+
+def arrived(record: dict[str, Any], source: str) -> bool:
+    """A person's state (or its nothing) reached this one; True when that completed a
+    hand-off."""
+    ident = source[2:] if source[:2] in ("a:", "u:") else source
+    hand = (record.get(HANDOFFS) or {}).get(ident)
+    if hand is None:
+        return False
+    if source not in hand["got"]:
+        hand["got"].append(source)
+    return _drop_if_done(record, ident)
+
+
+def _drop_if_done(record: dict[str, Any], ident: str) -> bool:
+    hands = record[HANDOFFS]
+    hand = hands[ident]
+    if hand.get("answers", 0) < hand.get("asked", 1) or not set(hand["srcs"]) <= set(hand["got"]):
+        return False
+    del hands[ident]
+    if not hands:
+        del record[HANDOFFS]
+    return True
 
 
 def apply_input(
-    account: Account, person: str, record: dict[str, Any] | None, item: Item, now: float
+    account: Account,
+    person: str,
+    record: dict[str, Any] | None,
+    item: Item,
+    now: float,
+    *,
+    expect: str | None = None,
 ) -> Outcome:
-    """One input (``event_input``/``merge_input``) for ``person`` at wall-clock ``now``."""
+    """One input (``event_input``/``merge_input``) for ``person`` at wall-clock ``now``;
+    ``expect``: this input asked another partition for a link of that id (the window
+    stays open until the hand-off settles)."""
     lateness = account.allowed_lateness
-    if lateness <= 0:
+    if lateness <= 0 and expect is None and not _awaiting(record, now):
         if record is not None:
             record.pop(WINDOW, None)  # the window was switched off meanwhile
         return _apply(account, person, record, item)
     closing: Outcome | None = None
-    if record is not None and WINDOW in record and now >= record[WINDOW]["u"]:
+    if (
+        record is not None
+        and WINDOW in record
+        and now >= record[WINDOW]["u"]
+        and not _awaiting(record, now)
+    ):
         closing = close(account, person, record, now)  # the tick has not come yet
     window = record.pop(WINDOW, None) if record is not None else None
     if window is None or len(window["i"]) >= MAX_INPUTS:
@@ -130,6 +215,8 @@ def apply_input(
     window["u"] = now + lateness
     assert out.record is not None
     out.record[WINDOW] = window
+    if expect is not None:
+        expect_handoff(out.record, expect, now)
     out.changed = True
     if closing is not None:
         out.effects[:0] = closing.effects
@@ -142,15 +229,17 @@ def apply_tick(account: Account, person: str, record: dict[str, Any], now: float
     """The wall clock at ``now``: nothing while the window holds, else what is due fires
     (and the window closes)."""
     if WINDOW in record:
-        if now < record[WINDOW]["u"] and account.allowed_lateness > 0:
+        if _awaiting(record, now) or (now < record[WINDOW]["u"] and account.allowed_lateness > 0):
             return Outcome(record, pk_before=record.get("pk"))
         return close(account, person, record, now)
     return apply_clock(account, person, record, now)
 
 
 def close(account: Account, person: str, record: dict[str, Any], now: float) -> Outcome:
-    """End the window: fire what is due at ``now`` and drop ``w``."""
+    """End the window: fire what is due at ``now`` and drop ``w`` (and hand-offs that
+    never settled: after ``HANDOFF_MAX`` they are given up)."""
     record.pop(WINDOW, None)
+    record.pop(HANDOFFS, None)
     out = apply_clock(account, person, record, now)
     out.changed = True
     return out
@@ -228,6 +317,13 @@ def _reapply(
         record["acked"] = current.get("acked") or {}
     else:
         record["sent"], record["acked"] = {}, {}
+    # So are what messages, not inputs, put in the record: hand-offs awaited, anonymousIds
+    # lost to another user.
+    for name in NOT_FROM_INPUTS:
+        if current is not None and name in current:
+            record[name] = current[name]
+        else:
+            record.pop(name, None)
     already = set(window["f"])
     effects = [e for e in effects if e.get("trigger_id") not in already]
     last_t = max(float(i["t"]) for i in window["i"])

@@ -148,6 +148,47 @@ async def raw_consume(bootstrap: str, topic: str, n: int, stall: float = 30.0) -
 # -- 2. bare Faust ---------------------------------------------------------------------------
 
 
+def _counting_process(
+    label: str,
+    cmd: list[str],
+    env: dict[str, str],
+    progress: Path,
+    n: int,
+    log: Path,
+    procs: list[subprocess.Popen[bytes]],
+) -> dict[str, Any]:
+    """Run a process that counts the events and reports progress to ``progress`` (count,
+    first and last event's wall time); its rate from the first event to the last."""
+    spawned = time.time()
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    procs.append(proc)
+    state: dict[str, Any] = {}
+    deadline = time.monotonic() + 120 + n / 500
+    while time.monotonic() < deadline:
+        if proc.poll() is not None and state.get("count", 0) < n:
+            with contextlib.suppress(OSError, ValueError):
+                state = json.loads(progress.read_text())
+            if state.get("count", 0) >= n:
+                break
+            tail = log.read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"the {label} exited ({proc.returncode}):\n{tail}")
+        with contextlib.suppress(OSError, ValueError):
+            state = json.loads(progress.read_text())
+        if state.get("count", 0) >= n:
+            break
+        time.sleep(0.2)
+    else:
+        raise RuntimeError(f"the {label} did not process {n} events in time: {state}")
+    stop_process(proc)
+    count, first, last = state["count"], state["first"], state["last"]
+    return {
+        "events_per_s": (count - 1) / (last - first) if last > first else 0.0,
+        "events": count,
+        "startup_s": first - spawned,
+    }
+
+
 def bare_faust(
     broker_url: str, topic: str, n: int, logs: Path, procs: list[subprocess.Popen[bytes]]
 ) -> dict[str, Any]:
@@ -164,30 +205,33 @@ def bare_faust(
     )
     cmd = [sys.executable, "-m", "faust", "-A", "bench.bare_app", "--datadir", str(logs / "bare")]
     cmd += ["-l", "warn", "worker", "--web-port", str(port), "--web-host", "127.0.0.1"]
-    spawned = time.time()
-    with open(logs / "bare-worker.log", "wb") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    procs.append(proc)
-    state: dict[str, Any] = {}
-    deadline = time.monotonic() + 120 + n / 500
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            tail = (logs / "bare-worker.log").read_text(errors="replace")[-3000:]
-            raise RuntimeError(f"the bare Faust worker exited ({proc.returncode}):\n{tail}")
-        with contextlib.suppress(OSError, ValueError):
-            state = json.loads(progress.read_text())
-        if state.get("count", 0) >= n:
-            break
-        time.sleep(0.2)
-    else:
-        raise RuntimeError(f"the bare Faust worker did not process {n} events in time: {state}")
-    stop_process(proc)
-    count, first, last = state["count"], state["first"], state["last"]
-    return {
-        "events_per_s": (count - 1) / (last - first) if last > first else 0.0,
-        "events": count,
-        "startup_s": first - spawned,
-    }
+    return _counting_process(
+        "bare Faust worker", cmd, env, progress, n, logs / "bare-worker.log", procs
+    )
+
+
+def quix_streams(
+    bootstrap: str, topic: str, n: int, logs: Path, procs: list[subprocess.Popen[bytes]]
+) -> dict[str, Any]:
+    """The peer: Quix Streams counting per key in changelogged RocksDB state."""
+    progress = logs / "quix-progress.json"
+    env = dict(
+        os.environ,
+        BENCH_BROKER=bootstrap,
+        BENCH_TOPIC=topic,
+        BENCH_EVENTS=str(n),
+        BENCH_OUT=str(progress),
+        BENCH_STATE_DIR=str(logs / "quix-state"),
+        BENCH_APP_ID=f"emdbench-quix-{uuid.uuid4().hex[:8]}",
+        PYTHONUNBUFFERED="1",
+    )
+    cmd = [sys.executable, "-m", "bench.quix_app"]
+    result = _counting_process(
+        "Quix Streams process", cmd, env, progress, n, logs / "quix.log", procs
+    )
+    with contextlib.suppress(metadata.PackageNotFoundError):
+        result["version"] = metadata.version("quixstreams")
+    return result
 
 
 # -- 3. the app's pipeline -------------------------------------------------------------------
@@ -301,7 +345,12 @@ async def watch_pipeline(
 
 
 def pipeline(
-    broker_url: str, topic: str, n: int, logs: Path, cleanup: list[Callable[[], None]]
+    broker_url: str,
+    topic: str,
+    n: int,
+    logs: Path,
+    cleanup: list[Callable[[], None]],
+    profile: Path | None = None,
 ) -> dict[str, Any]:
     # The integration tests' helpers: the simulator and real worker processes.
     from tests.integration.stack import Simulator, Stack, account_config, http, read_topic
@@ -321,7 +370,9 @@ def pipeline(
     stack.input_topic = topic
     cleanup.append(stack.stop)
     spawned = time.monotonic()
-    worker = stack.start_worker(wait=True, datadir=str(logs / "app-data"))
+    env = {"EMD_CPU_PROFILE": str(profile)} if profile is not None else None
+    data = logs / ("app-data-profiled" if profile is not None else "app-data")
+    worker = stack.start_worker(wait=True, datadir=str(data), env=env)
     ready = time.monotonic() - spawned
 
     timeout = 120 + n / 50
@@ -347,6 +398,46 @@ def pipeline(
     )
     result["records"]["person_events_by_kind"] = dict(kinds.most_common())
     return result
+
+
+_LAYERS = (
+    ("app: stages and pure core", ("/app/stages/", "/app/person", "/app/timeline", "/app/rules/",
+                                   "/app/datamaps", "/app/projection", "/app/identity",
+                                   "/app/segment/", "/app/jsonpath", "/app/keys", "/app/metrics",
+                                   "/app/recent", "/app/wake_index", "/app/envelope")),
+    ("app: batch path (app/batching, agents)", ("/app/batching/", "/agents/")),
+    ("app: Emarsys delivery", ("/app/delivery", "/app/emarsys/")),
+    ("aiokafka", ("/aiokafka/",)),
+    ("Faust and mode", ("/faust/", "/mode/")),
+    ("JSON, RocksDB, hashing (C)", ("orjson", "rocksdict", "Rdict", "murmur")),
+    ("event loop waiting (select)", ("select.epoll", "poll' of")),
+)  # fmt: skip
+
+
+def profile_summary(path: Path, top: int = 15) -> dict[str, Any]:
+    """The worker's cProfile: the top functions by own time and the time per layer."""
+    import pstats
+
+    stats = pstats.Stats(str(path))
+    raw = stats.stats  # type: ignore[attr-defined]
+    total = sum(v[2] for v in raw.values()) or 1.0
+    rows = []
+    for (file, line, name), (_cc, nc, tt, ct, _callers) in raw.items():
+        rows.append((tt, ct, nc, f"{file.replace(str(ROOT) + '/', '')}:{line}({name})"))
+    rows.sort(reverse=True)
+    layers: dict[str, float] = {}
+    for (file, _line, name), v in raw.items():
+        where = f"{file} {name}"
+        layer = next((label for label, keys in _LAYERS if any(k in where for k in keys)), "other")
+        layers[layer] = layers.get(layer, 0.0) + v[2]
+    return {
+        "seconds": total,
+        "top": [
+            {"function": f, "own_s": tt, "own_share": tt / total, "calls": nc, "cum_s": ct}
+            for tt, ct, nc, f in rows[:top]
+        ],
+        "layers": {k: v / total for k, v in sorted(layers.items(), key=lambda kv: -kv[1])},
+    }
 
 
 def metric_totals(text: str) -> dict[str, float]:
@@ -416,8 +507,15 @@ def run(n: int, users: int, quick: bool) -> dict[str, Any]:
         results["raw"] = {"events_per_s": asyncio.run(raw_consume(broker.bootstrap, topic, n))}
         log("bare Faust agent (a worker process)")
         results["bare_faust"] = bare_faust(broker.url, topic, n, logs, procs)
+        log("Quix Streams: a stateful count with a changelog (a process)")
+        results["quix_streams"] = quix_streams(broker.bootstrap, topic, n, logs, procs)
         log("this app: an emarsys-destination worker + the Emarsys simulator")
         results["pipeline"] = pipeline(broker.url, topic, n, logs, cleanup)
+        if not quick:
+            log("this app again, under cProfile, for where the time goes (not timed)")
+            prof = logs / "worker.prof"
+            pipeline(broker.url, topic, n, logs, cleanup, profile=prof)
+            results["profile"] = profile_summary(prof)
     finally:
         for fn in reversed(cleanup):
             with contextlib.suppress(Exception):
@@ -427,11 +525,14 @@ def run(n: int, users: int, quick: bool) -> dict[str, Any]:
         broker.stop()
     raw = results["raw"]["events_per_s"]
     bare = results["bare_faust"]["events_per_s"]
+    quix = results["quix_streams"]["events_per_s"]
     pipe = results["pipeline"]["events_per_s"]
     results["ratios"] = {
         "pipeline_over_bare_faust": pipe / bare,
+        "pipeline_over_quix_streams": pipe / quix,
         "pipeline_over_raw": pipe / raw,
         "bare_faust_over_raw": bare / raw,
+        "sink_over_pipeline": results["pipeline"]["end_to_end_events_per_s"] / pipe,
     }
     results["duration_s"] = time.time() - started
     results["loadavg_1m_end"] = _loadavg()
@@ -454,6 +555,11 @@ def render(r: dict[str, Any]) -> str:
             "bare Faust agent, json.loads + dict update",
             r["bare_faust"]["events_per_s"],
             "memory store, no table",
+        ),
+        (
+            "Quix Streams, stateful count per key with a changelog",
+            r["quix_streams"]["events_per_s"],
+            f"quixstreams {r['quix_streams'].get('version', '?')}, RocksDB state, json",
         ),
         (
             "**app: link + person agents**",
@@ -523,6 +629,8 @@ def render(r: dict[str, Any]) -> str:
         *(f"| {what} | {_n(rate)} | {note} |" for what, rate, note in rows),
         "",
         f"Ratios: app / bare Faust {ratios['pipeline_over_bare_faust']:.2f}, "
+        f"app / Quix Streams {ratios['pipeline_over_quix_streams']:.2f}, "
+        f"through the sink / app {ratios['sink_over_pipeline']:.2f}, "
         f"app / raw aiokafka {ratios['pipeline_over_raw']:.3f}, "
         f"bare Faust / raw aiokafka {ratios['bare_faust_over_raw']:.3f}",
         f"Emarsys simulator: {sim['calls']} calls in {sim['active_seconds']} s "
@@ -537,6 +645,24 @@ def render(r: dict[str, Any]) -> str:
         f"Whole bench: {r['duration_s']:.0f} s; load average (1 min) "
         f"{m['loadavg_1m']:.2f} at start, {r['loadavg_1m_end']:.2f} at the end.",
     ]
+    prof = r.get("profile")
+    if prof:
+        lines += [
+            "",
+            f"Where the worker's event loop spends its time (cProfile of a second run, "
+            f"{prof['seconds']:.1f} s profiled; cProfile inflates Python calls):",
+            "",
+            "| layer | share |",
+            "|---|---:|",
+            *(f"| {k} | {v:.0%} |" for k, v in prof["layers"].items()),
+            "",
+            "| function (own time) | share | calls |",
+            "|---|---:|---:|",
+            *(
+                f"| `{t['function']}` | {t['own_share']:.1%} | {t['calls']:,} |"
+                for t in prof["top"]
+            ),
+        ]
     return "\n".join(lines)
 
 

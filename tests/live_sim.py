@@ -7,8 +7,9 @@ records form the batch, and when the wall clock moves and the clock runs. Kafka 
 order only within a partition; everything else here may interleave any way the
 scheduler likes, which is what a property test over interleavings needs.
 
-The Emarsys side is a dict: upserts merged per contact, triggers by trigger_id, and a
-delivery report per person per batch back to the person stage, as the sink sends.
+The Emarsys side is a dict: upserts merged per contact, triggers by trigger_id, list
+memberships, and a delivery report per person per batch back to the person stage, as the
+sink sends.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from app.recent import RecentEvents
 from app.stages.flow import PartitionFlow
 from app.stages.link import LinkStage
 from app.stages.person import PersonStage
-from app.stages.state import DEAD, EFFECTS, INPUT, PERSON, DictTables, Output, Record
+from app.stages.state import DEAD, EFFECTS, INPUT, PERSON, DictTable, DictTables, Output, Record
 
 
 def partition_of(key: bytes, partitions: int) -> int:
@@ -55,7 +56,10 @@ class LiveSim:
         self.contacts: dict[str, dict[str, Any]] = {}
         self.triggers: dict[str, dict[str, Any]] = {}
         self.trigger_sends: list[str] = []
+        self.lists: dict[Any, set[str]] = {}  # list id or name -> contacts
+        self.list_sends: list[tuple[str, Any, str, str]] = []  # op, list, contact, trigger_id
         self.undeliverable: dict[str, dict[str, Any]] = {}
+        self.undeliverable_lists: list[dict[str, Any]] = []
         self.dead: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ input
@@ -77,25 +81,55 @@ class LiveSim:
     def pending(self) -> list[tuple[str, int]]:
         return [tp for tp, q in self.queues.items() if q]
 
-    def step(self, tp: tuple[str, int], n: int) -> None:
-        """Process the first ``n`` records of one partition's queue as one batch."""
+    def step(self, tp: tuple[str, int], n: int, crash: str | None = None) -> None:
+        """Process the first ``n`` records of one partition's queue as one batch.
+
+        ``crash`` models a ``kill -9`` in the middle of the transaction
+        (``app.batching.transaction``): ``"sent"``, the records it sent are acknowledged
+        but its state is never written; ``"written"``, the state is written but the
+        offsets are not committed. Either way the batch is read again, and what lived in
+        memory (the wake index, recent events) starts empty, as after a restart."""
         topic, p = tp
         queue = self.queues[tp]
         batch = [queue.popleft() for _ in range(min(n, len(queue)))]
         run = self.flow.input if topic == INPUT else self.flow.person_events
+        saved = self._snapshot() if crash == "sent" else None
         self._send(run(p, batch, self.tables, self.now))
+        if crash is None:
+            return
+        if saved is not None:
+            self.tables.tables = saved
+        queue.extendleft(reversed(batch))
+        self.person.partitions_changed()
+        self.person.recent.by_person.clear()
+
+    def _snapshot(self) -> dict[tuple[str, int], DictTable]:
+        return {k: DictTable(dict(t.data)) for k, t in self.tables.tables.items()}
 
     def tick(self) -> None:
         for p in range(self.partitions):
             self._send(self.flow.clock(p, self.tables, self.now))
 
-    def run_random(self, max_batch: int = 3, tick_chance: float = 0.3, clock_step: float = 1.0):
-        """Until every queue is empty: random partition, random batch, random ticks."""
+    def run_random(
+        self,
+        max_batch: int = 3,
+        tick_chance: float = 0.3,
+        clock_step: float = 1.0,
+        crash_chance: float = 0.0,
+        max_crashes: int = 3,
+    ):
+        """Until every queue is empty: random partition, random batch, random ticks, and
+        up to ``max_crashes`` random crashes (``step``)."""
+        crashes = 0
         while True:
             pending = self.pending()
             if not pending:
                 return
-            self.step(self.rng.choice(pending), self.rng.randint(1, max_batch))
+            crash = None
+            if crashes < max_crashes and self.rng.random() < crash_chance:
+                crash = self.rng.choice(["sent", "written"])
+                crashes += 1
+            self.step(self.rng.choice(pending), self.rng.randint(1, max_batch), crash)
             if self.rng.random() < tick_chance:
                 self.now += self.rng.uniform(0, clock_step)
                 self.tick()
@@ -130,7 +164,9 @@ class LiveSim:
             elif o.topic == DEAD:
                 self.dead.append(orjson.loads(o.value))
                 payload = self.dead[-1].get("payload") or {}
-                if payload.get("op") == "undeliverable":
+                if payload.get("op") == "undeliverable" and "action" in payload:
+                    self.undeliverable_lists.append(payload)
+                elif payload.get("op") == "undeliverable":
                     self.undeliverable[payload["trigger_id"]] = payload
             elif o.topic == EFFECTS:
                 effect = orjson.loads(o.value)
@@ -154,6 +190,13 @@ class LiveSim:
             self.trigger_sends.append(effect["trigger_id"])
             self.triggers.setdefault(effect["trigger_id"], effect)
             return {"op": "trigger", "ok": True, "contact": effect["contact"],
+                    "trigger_id": effect["trigger_id"]}  # fmt: skip
+        if op in ("list_add", "list_remove"):
+            contact, ref = effect["contact"], effect["list"]
+            self.list_sends.append((op, ref, contact, effect["trigger_id"]))
+            members = self.lists.setdefault(ref, set())
+            (members.add if op == "list_add" else members.discard)(contact)
+            return {"op": op, "ok": True, "contact": contact, "list": ref,
                     "trigger_id": effect["trigger_id"]}  # fmt: skip
         if op == "delete":
             self.contacts.pop(effect["contact"], None)
@@ -188,6 +231,15 @@ def replay_rows(lines: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
         (x["trigger_id"], x["contact"], x["event_time"], orjson.dumps(x["data"]).decode())
         for x in lines
         if x["kind"] == "trigger"
+    )
+
+
+def replay_list_rows(lines: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """Deliverable list actions as ``LiveSim.list_sends`` rows: (op, list, contact, id)."""
+    return sorted(
+        (x["kind"], x["list"], x["contact"], x["trigger_id"])
+        for x in lines
+        if x["kind"] in ("list_add", "list_remove") and not x.get("undeliverable")
     )
 
 

@@ -67,6 +67,9 @@ class Held:
         return f"<span {self.tp.topic}[{self.tp.partition}] {self.first}..{self.last}>"
 
 
+_NO_TP = TP("", -1)
+
+
 class BatchConsumer(driver.Consumer):
     """Faust's aiokafka consumer with batch delivery for the topics a handler claims."""
 
@@ -84,6 +87,19 @@ class BatchConsumer(driver.Consumer):
         self._held.setdefault(tp, []).append(held)
         self._unacked_messages.add(held)  # type: ignore[arg-type]
         return held
+
+    def busy(self) -> Held:
+        """Mark work in flight that holds no span (the clock's transactions): a rebalance
+        waits for it like for a span (``wait_empty``), so its writes are in before the
+        partition's next owner recovers the table. ``idle_done`` ends it."""
+        held = Held(_NO_TP, -1, -1)
+        self._unacked_messages.add(held)  # type: ignore[arg-type]
+        return held
+
+    def idle_done(self, held: Held) -> None:
+        held.acked = True
+        self._unacked_messages.discard(held)  # type: ignore[arg-type]
+        self._notify_ack()
 
     def release(self, held: Held) -> None:
         """Forget a span without acking it, and the partition's later spans with it:

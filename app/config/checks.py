@@ -12,7 +12,24 @@ from typing import Any
 from pydantic import ValidationError
 
 from app.config.loader import Problem
-from app.config.model import AccountConfig, Config, DataMapConfig, RuleConfig
+from app.config.model import (
+    LIST_ACTIONS,
+    AccountConfig,
+    ConditionConfig,
+    Config,
+    DataMapConfig,
+    RuleConfig,
+)
+
+_THE = {
+    "trigger": "a trigger",
+    "add_to_list": "add_to_list",
+    "remove_from_list": "remove_from_list",
+}
+NO_ACTION = (
+    "an exit needs an action: a trigger (external event id or name), add_to_list or "
+    "remove_from_list (contact list id or name)"
+)
 
 
 def semantic_problems(config: Config) -> list[Problem]:
@@ -120,6 +137,21 @@ def account_problems(
     return problems
 
 
+def _first_gaps(sequences: list[int], most: int = 10) -> str:
+    """``[1, 2, 4]`` style text of the first ``most`` numbers missing from ``sequences``."""
+    gaps: list[int] = []
+    expected = 0
+    for seq in sequences:
+        while expected < seq and len(gaps) < most:
+            gaps.append(expected)
+            expected += 1
+        if len(gaps) >= most:
+            break
+        expected = seq + 1
+    more = ", ..." if len(gaps) >= most else ""
+    return "[" + ", ".join(map(str, gaps)) + more + "]"
+
+
 def rule_problems(rule: RuleConfig, account: AccountConfig, loc: str) -> list[Problem]:
     from app.rules.fql import FilterError, compile_filter
 
@@ -130,8 +162,10 @@ def rule_problems(rule: RuleConfig, account: AccountConfig, loc: str) -> list[Pr
     conds = rule.conditions
     sequences = sorted({c.sequence for c in conds})
     last = sequences[-1]
-    if sequences != list(range(last + 1)):
-        missing = sorted(set(range(last + 1)) - set(sequences))
+    if last != len(sequences) - 1:  # sorted, distinct, from >= 0: no gap iff last == n - 1
+        # Never build range(last): a sequence of 10**30 (an admin API body) would hold
+        # the event loop for ever. Name the first few gaps only.
+        missing = _first_gaps(sequences)
         problems.append(
             Problem(
                 f"{loc}.conditions",
@@ -191,26 +225,16 @@ def rule_problems(rule: RuleConfig, account: AccountConfig, loc: str) -> list[Pr
         if c.type == "exit":
             if c.match is None:
                 unmatched_exits += 1
-            if c.trigger is None:
-                problems.append(
-                    Problem(f"{cl}.trigger", "an exit needs a trigger (external event id or name)")
-                )
-            elif isinstance(c.trigger, int) and c.trigger < 1:
-                problems.append(
-                    Problem(f"{cl}.trigger", f"{c.trigger} is not an external event id")
-                )
-            elif isinstance(c.trigger, str) and not c.trigger.strip():
-                problems.append(
-                    Problem(f"{cl}.trigger", "an empty trigger is neither an id nor a name")
-                )
+            problems += _exit_action_problems(c, cl)
             for k, var in enumerate(c.variables):
                 if var not in dm_names:
                     problems.append(Problem(f"{cl}.variables[{k}]", f"unknown data map {var!r}"))
         else:
-            if c.trigger is not None:
-                problems.append(
-                    Problem(f"{cl}.trigger", f"only an exit has a trigger, not a {c.type}")
-                )
+            for attr in ("trigger", *LIST_ACTIONS):
+                if getattr(c, attr) is not None:
+                    problems.append(
+                        Problem(f"{cl}.{attr}", f"only an exit has {_THE[attr]}, not a {c.type}")
+                    )
             if c.variables:
                 problems.append(Problem(f"{cl}.variables", "only an exit has variables"))
         if c.wait is not None and c.within is not None and c.within < c.wait:
@@ -225,3 +249,48 @@ def rule_problems(rule: RuleConfig, account: AccountConfig, loc: str) -> list[Pr
     if unmatched_exits > 1:
         problems.append(Problem(f"{loc}.conditions", "at most one exit without matching criteria"))
     return problems
+
+
+def _exit_action_problems(c: ConditionConfig, cl: str) -> list[Problem]:
+    """An exit's actions: at least one of trigger, add_to_list, remove_from_list; each an
+    id (1 or more) or a non-empty name; not one list both added to and removed from;
+    variables only with a trigger (they go into its data).
+
+    "No action" is reported at ``trigger``: the column a user most often fills, and the
+    message names the other two."""
+    if c.trigger is None and c.add_to_list is None and c.remove_from_list is None:
+        return [Problem(f"{cl}.trigger", NO_ACTION)]
+    problems: list[Problem] = []
+    if c.trigger is None and c.variables:
+        problems.append(
+            Problem(
+                f"{cl}.variables", "variables fill the trigger's data: this exit has no trigger"
+            )
+        )
+    for attr, what in (
+        ("trigger", "an external event"),
+        ("add_to_list", "a contact list"),
+        ("remove_from_list", "a contact list"),
+    ):
+        value = getattr(c, attr)
+        if isinstance(value, int) and value < 1:
+            problems.append(Problem(f"{cl}.{attr}", f"{value} is not {what} id"))
+        elif isinstance(value, str) and not value.strip():
+            noun = "trigger" if attr == "trigger" else "contact list"
+            problems.append(Problem(f"{cl}.{attr}", f"an empty {noun} is neither an id nor a name"))
+    add, remove = c.add_to_list, c.remove_from_list
+    if add is not None and remove is not None and _same_list(add, remove):
+        problems.append(
+            Problem(
+                f"{cl}.remove_from_list",
+                f"the exit adds to and removes from the same list ({add!r}): choose one",
+            )
+        )
+    return problems
+
+
+def _same_list(a: int | str, b: int | str) -> bool:
+    """Without the account's catalog only the same id, or the same name (spaces around it
+    do not count, as names resolve), is surely one list; names differing by case may be
+    two lists of the account."""
+    return str(a).strip() == str(b).strip()

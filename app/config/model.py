@@ -110,8 +110,27 @@ def _trigger(value: Any) -> Any:
 Trigger = Annotated[int | str | None, BeforeValidator(_trigger)]
 
 
+def _contact_list(value: Any) -> Any:
+    """A contact list id (a whole number) or name, like a trigger's external event."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise ValueError(f"{value!r} is not a contact list id (a whole number) or name (text)")
+
+
+ContactList = Annotated[int | str | None, BeforeValidator(_contact_list)]
+
+#: The exit's actions besides ``trigger``. Left out of a rule's fingerprint while unset,
+#: so rules written before they existed keep their fingerprint (app.rules.machine).
+LIST_ACTIONS = ("add_to_list", "remove_from_list")
+
+
 class ConditionConfig(_Strict):
-    """One row of the rule editor's conditions table."""
+    """One row of the rule editor's conditions table. An exit's actions are ``trigger``,
+    ``add_to_list`` and ``remove_from_list``: at least one."""
 
     sequence: int = Field(ge=0)
     type: Literal["start", "step", "exclude", "exit"]
@@ -120,11 +139,15 @@ class ConditionConfig(_Strict):
     within: Duration | None = None
     match: str | None = None
     trigger: Trigger = None
+    #: an exit's contact-list actions (a list id or name), with or without ``trigger``
+    add_to_list: ContactList = None
+    remove_from_list: ContactList = None
     variables: list[str] = Field(default_factory=list)
 
 
 class RuleConfig(_Strict):
-    """A rule: a per-person sequence of conditions ending in an Emarsys external event."""
+    """A rule: a per-person sequence of conditions ending in Emarsys actions (an external
+    event, contact-list changes)."""
 
     name: str = Field(min_length=1, max_length=200)
     lifetime: Duration = 86400.0

@@ -47,6 +47,7 @@ log = logging.getLogger("emd.emarsys")
 EVENT_TIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{3})?Z$")
 EVENT_CACHE_SECONDS = 600.0
 EVENT_REFETCH_SECONDS = 60.0  # an unknown name refetches the list at most this often
+LIST_MAX_IDS = 10_000  # external_ids per POST /contactlist/{id}/add|delete
 CONNECT_TIMEOUT = 10.0
 TEXT_LIMIT = 300
 USER_AGENT = "emarsys-destination/0.1"
@@ -105,6 +106,18 @@ class ContactResult:
 class TriggerResult:
     """``errors`` per external_id: ``(replyCode, text)``; every other contact was accepted."""
 
+    errors: dict[str, tuple[int, str]]
+    reply: Reply | None = None
+
+
+@dataclass
+class ListResult:
+    """A contact-list add or delete: ``count`` is Emarsys's ``inserted_contacts`` /
+    ``deleted_contacts`` (0 when the contacts were already in, or already out: both calls
+    are idempotent); ``errors`` per external id: ``(replyCode, text)``, e.g. 2008 for a
+    contact that does not exist."""
+
+    count: int
     errors: dict[str, tuple[int, str]]
     reply: Reply | None = None
 
@@ -263,9 +276,8 @@ class EmarsysClient:
         self.limiter = limiter or RateLimiter(cfg.requests_per_minute, clock=clock, sleep=sleep)
         self.backoff = backoff or Backoff.from_config(cfg)
         self._tokens: OAuthTokens | None = None
-        self._events: dict[str, int] = {}
-        self._events_at: float | None = None
-        self._events_lock = asyncio.Lock()
+        self._events = _Names("/event", "external event")
+        self._lists = _Names("/contactlist", "contact list")
         self._last_progress: dict[int, RetryProgress] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -623,46 +635,95 @@ class EmarsysClient:
     async def resolve_event_id(self, event: int | str) -> int:
         """An external event id: ints and digit strings pass through; a name is looked up in
         ``GET /event`` (cached 10 minutes; an unknown name refetches at most once a minute)."""
-        if isinstance(event, bool):
-            raise TypeError("an event is an id or a name, not a bool")
-        if isinstance(event, int):
-            return event
-        name = event.strip()
+        return await self._events.resolve(self, event)
+
+    # -- contact lists ---------------------------------------------------------------------
+
+    async def resolve_list_id(self, contact_list: int | str) -> int:
+        """A contact list id, resolved like ``resolve_event_id`` through ``GET /contactlist``
+        (the same cache times)."""
+        return await self._lists.resolve(self, contact_list)
+
+    async def add_to_list(self, list_id: int, external_ids: list[str]) -> ListResult:
+        """``POST /contactlist/{id}/add``: the contacts (by key value) join the list. The
+        contacts must exist (else 2008 for that contact); adding a member again is a no-op,
+        so a retry or a redelivery is harmless. An unknown list: HTTP 400, replyCode 3004."""
+        return await self._list_call(list_id, "add", external_ids, "inserted_contacts")
+
+    async def remove_from_list(self, list_id: int, external_ids: list[str]) -> ListResult:
+        """``POST /contactlist/{id}/delete``: the contacts leave the list (they stay
+        contacts). Removing a non-member is a no-op, so it is as safe to repeat as add."""
+        return await self._list_call(list_id, "delete", external_ids, "deleted_contacts")
+
+    async def _list_call(
+        self, list_id: int, verb: str, external_ids: list[str], count_key: str
+    ) -> ListResult:
+        if isinstance(list_id, bool) or not isinstance(list_id, int):
+            raise TypeError("list_id must be an int: use resolve_list_id for names")
+        if len(external_ids) > LIST_MAX_IDS:
+            raise ValueError(
+                f"{len(external_ids)} contacts in one list call; Emarsys takes {LIST_MAX_IDS}"
+            )
+        if not external_ids:
+            return ListResult(0, {})
+        if any(v in (None, "") for v in external_ids):
+            raise ValueError("an empty external id cannot be added to or removed from a list")
+        body = {"key_id": self.cfg.key_field, "external_ids": [str(v) for v in external_ids]}
+        reply = await self.call("POST", f"/contactlist/{list_id}/{verb}", json=body)
+        errors = _check_batch_reply(reply)
+        data = reply.data if isinstance(reply.data, Mapping) else {}
+        return ListResult(_to_int(data.get(count_key)) or 0, errors, reply)
+
+
+class _Names:
+    """Names of one kind of the account's catalog (external events, contact lists) to ids,
+    so a config can say "Welcome series" instead of 1302.
+
+    Cached ``EVENT_CACHE_SECONDS``; an unknown name refetches at most every
+    ``EVENT_REFETCH_SECONDS`` (a list created a minute ago is found, a typo does not cost
+    a call per effect). A name matches exactly, else case-insensitively when only one
+    entry matches that way (two entries differing by case only: use the exact name)."""
+
+    def __init__(self, path: str, noun: str) -> None:
+        self.path = path
+        self.noun = noun
+        self._ids: dict[str, int] = {}
+        self._at: float | None = None
+        self._lock = asyncio.Lock()
+
+    async def resolve(self, client: EmarsysClient, ref: int | str) -> int:
+        if isinstance(ref, bool):
+            raise TypeError(f"an {self.noun} is an id or a name, not a bool")
+        if isinstance(ref, int):
+            return ref
+        name = ref.strip()
         if name.isdigit():
             return int(name)
-        async with self._events_lock:
-            now = self._clock()
-            age = None if self._events_at is None else now - self._events_at
+        async with self._lock:
+            now = client._clock()
+            age = None if self._at is None else now - self._at
             if age is None or age >= EVENT_CACHE_SECONDS:
-                await self._load_events()
-            found = self._find_event(name)
+                await self._load(client)
+            found = self._find(name)
             stale = age is not None and EVENT_REFETCH_SECONDS <= age < EVENT_CACHE_SECONDS
             if found is None and stale:
-                await self._load_events()
-                found = self._find_event(name)
+                await self._load(client)
+                found = self._find(name)
         if found is None:
-            raise EmarsysRejected(200, None, f"no external event named {name!r}")
+            raise EmarsysRejected(200, None, f"no {self.noun} named {name!r}")
         return found
 
-    async def _load_events(self) -> None:
-        reply = await self.call("GET", "/event")
-        if reply.reply_code not in (None, 0):
-            raise EmarsysRejected(reply.status, reply.reply_code, reply.reply_text)
-        events: dict[str, int] = {}
-        rows = reply.data if isinstance(reply.data, list) else []
-        for row in rows:
-            if isinstance(row, Mapping):
-                eid = _to_int(row.get("id"))
-                name = row.get("name")
-                if eid is not None and isinstance(name, str):
-                    events.setdefault(name, eid)
-        self._events = events
-        self._events_at = self._clock()
+    async def _load(self, client: EmarsysClient) -> None:
+        ids: dict[str, int] = {}
+        for entry in _catalog(await client.call("GET", self.path)):
+            ids.setdefault(entry.name, entry.id)
+        self._ids = ids
+        self._at = client._clock()
 
-    def _find_event(self, name: str) -> int | None:
-        if name in self._events:
-            return self._events[name]
-        folded = [eid for n, eid in self._events.items() if n.casefold() == name.casefold()]
+    def _find(self, name: str) -> int | None:
+        if name in self._ids:
+            return self._ids[name]
+        folded = [i for n, i in self._ids.items() if n.casefold() == name.casefold()]
         return folded[0] if len(folded) == 1 else None
 
 

@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 9797
 MAX_BATCH = 1000
+MAX_LIST_IDS = 10_000  # external_ids per contact-list add or delete
 CONTACT_BODY_LIMIT = 8 * 1024 * 1024
 TRIGGER_BODY_LIMIT = 1024 * 1024
 WSSE_WINDOW = 300.0
@@ -415,6 +416,7 @@ class Simulator:
         self._index: dict[str, dict[str, set[int]]] = {}
         self._next_id = 100000001
         self.lists: dict[int, set[int]] = {}
+        self.list_changes: list[dict[str, Any]] = []
         self.list_names: dict[int, tuple[str, float]] = {
             int(c["id"]): (str(c["name"]), self.started_at) for c in self.options.contact_lists
         }
@@ -896,9 +898,21 @@ class Simulator:
     # -- contact lists -------------------------------------------------------------------
 
     async def list_add(self, request: web.Request) -> web.Response:
-        list_id = _positive_int(request.match_info["list_id"])
-        if list_id is None:
-            raise ApiError(400, 3004, f"Invalid contact list id: {request.match_info['list_id']}")
+        return await self._list_change(request, add=True)
+
+    async def list_delete(self, request: web.Request) -> web.Response:
+        return await self._list_change(request, add=False)
+
+    async def _list_change(self, request: web.Request, add: bool) -> web.Response:
+        """``POST /contactlist/{id}/add|delete``: an unknown list is HTTP 400 replyCode
+        3004; each external id must name exactly one contact (2005 empty, 2008 none, 2010
+        several: per contact inside HTTP 200). Adding a member or removing a non-member
+        changes nothing and is no error (the reference is silent; idempotent is the
+        reading every retrying client needs), and is counted in ``/_sim/list-changes``."""
+        raw_id = request.match_info["list_id"]
+        list_id = _positive_int(raw_id)
+        if list_id is None or list_id not in self.list_names:
+            raise ApiError(400, 3004, f"Invalid contact list id: {raw_id}")
         body = await self._object(request, CONTACT_BODY_LIMIT, 1000)
         raw_key = body.get("key_id", 3)
         key_id = self._key_id(raw_key)
@@ -908,25 +922,42 @@ class Simulator:
         if not isinstance(external_ids, list):
             raise ApiError(400, 1001, "external_ids must be a list")
         self._count_contacts(len(external_ids))
-        if len(external_ids) > MAX_BATCH:
-            raise ApiError(400, 1000, f"Too many contacts: {len(external_ids)}")
+        if len(external_ids) > MAX_LIST_IDS:
+            raise ApiError(
+                400, 1000, f"Too many contacts: {len(external_ids)} (at most {MAX_LIST_IDS})"
+            )
         members = self.lists.setdefault(list_id, set())
-        inserted = 0
+        changed = 0
         errors: dict[str, dict[str, str]] = {}
+        now = self.clock()
         for value in external_ids:
             matches = [] if _empty(value) else self._find(key_id, value)
-            if len(matches) != 1:
-                code = "2010" if matches else "2008"
-                errors.setdefault(_label(value), {})[code] = (
-                    f"No contact found with the external id: {key_id}"
-                    if code == "2008"
-                    else f"Several contacts share the key: {key_id}"
+            if _empty(value):
+                code, text = "2005", f"No value provided for key field: {key_id}"
+            elif not matches:
+                code, text = "2008", f"No contact found with the external id: {key_id} - {value}"
+            elif len(matches) > 1:
+                code, text = "2010", f"Several contacts share the key: {key_id}"
+            else:
+                contact_id = matches[0]
+                did = contact_id not in members if add else contact_id in members
+                if did:
+                    (members.add if add else members.discard)(contact_id)
+                    changed += 1
+                self.list_changes.append(
+                    {
+                        "time": now,
+                        "list_id": list_id,
+                        "op": "add" if add else "delete",
+                        "contact_id": contact_id,
+                        "external_id": value,
+                        "changed": did,
+                    }
                 )
                 continue
-            if matches[0] not in members:
-                members.add(matches[0])
-                inserted += 1
-        return self._ok({"inserted_contacts": inserted, "errors": errors})
+            errors.setdefault(_label(value), {})[code] = text
+        count_key = "inserted_contacts" if add else "deleted_contacts"
+        return self._ok({count_key: changed, "errors": errors})
 
     async def list_contact_lists(self, request: web.Request) -> web.Response:
         # Emarsys gives ids as strings and ``created`` as "YYYY-MM-DD HH:MM:SS" (UTC);
@@ -1044,6 +1075,17 @@ class Simulator:
         return web.json_response(
             {"lists": {str(lid): sorted(members) for lid, members in sorted(self.lists.items())}}
         )
+
+    async def sim_list_changes(self, request: web.Request) -> web.Response:
+        """Every add/delete a list call applied to an existing contact, in order;
+        ``changed`` is false for a repeat (a member added again, a non-member removed)."""
+        rows = self.list_changes
+        if "list_id" in request.query:
+            rows = [r for r in rows if str(r["list_id"]) == request.query["list_id"]]
+        if "external_id" in request.query:
+            wanted = _norm_key("3", request.query["external_id"])
+            rows = [r for r in rows if _norm_key("3", r["external_id"]) == wanted]
+        return web.json_response({"count": len(rows), "changes": rows})
 
     async def sim_calls(self, request: web.Request) -> web.Response:
         try:
@@ -1308,8 +1350,10 @@ def create_app(options: SimulatorOptions | None = None) -> web.Application:
         r.add_post(prefix + "/event/{event_id}/trigger", sim.trigger)
         r.add_get(prefix + "/contactlist", sim.list_contact_lists)
         r.add_post(prefix + "/contactlist/{list_id}/add", sim.list_add)
+        r.add_post(prefix + "/contactlist/{list_id}/delete", sim.list_delete)
     r.add_get("/_sim/contacts", sim.sim_contacts)
     r.add_get("/_sim/lists", sim.sim_lists)
+    r.add_get("/_sim/list-changes", sim.sim_list_changes)
     r.add_get("/_sim/calls", sim.sim_calls)
     r.add_get("/_sim/triggers", sim.sim_triggers)
     r.add_get("/_sim/wipes", sim.sim_wipes)

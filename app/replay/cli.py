@@ -6,10 +6,11 @@ results. The event source is any iterable of raw lines (``Source``): ``--file`` 
 another source (a Kafka topic) plugs into ``run`` without touching the rest.
 
 ``--apply`` really writes to Emarsys: after the dry run has computed every line, the
-contact updates and the deliverable triggers are sent with the sink's own code
-(``app.delivery.deliver``), in batches of up to 1000 effects, in output order (within a
-batch, a contact's update goes before its trigger). Contact deletes are reported but
-never sent by replay. Each failure is printed on stderr; the exit status is then 1.
+contact updates, the deliverable triggers and the contact-list actions are sent with the
+sink's own code (``app.delivery.deliver``), in batches of up to 1000 effects, in output
+order (within a batch, a contact's update goes before its list actions and trigger).
+Contact deletes are reported but never sent by replay. Each failure is printed on
+stderr; the exit status is then 1.
 """
 
 from __future__ import annotations
@@ -197,6 +198,12 @@ def table_row(line: dict[str, Any]) -> tuple[str, str, str, str, str]:
         if line.get("undeliverable"):
             kind = "undeliverable"
             details += f" ({line['undeliverable']})"
+    elif kind in ("list_add", "list_remove"):
+        verb = "add to" if kind == "list_add" else "remove from"
+        details = f"{line['rule']} → {verb} list {line['list']}"
+        if line.get("undeliverable"):
+            kind = "undeliverable"
+            details += f" ({line['undeliverable']})"
     elif kind == "rejected":
         details = f"line {line.get('line')}: {line['reason']}"
         if line.get("message_id") is not None:
@@ -214,8 +221,9 @@ def summary_text(s: dict[str, Any]) -> list[str]:
     out = [
         f"{s['events']:,} events: {applied:,} applied, {s['rejected']:,} rejected, "
         f"{s['deduped']:,} duplicates skipped; {s['persons']:,} persons",
-        f"would send: {s['contact_updates']:,} contact updates, {s['triggers']:,} triggers"
-        f" ({s['undeliverable']:,} undeliverable: no contact key),"
+        f"would send: {s['contact_updates']:,} contact updates, {s['triggers']:,} triggers,"
+        f" {s.get('list_adds', 0):,} list additions, {s.get('list_removes', 0):,} list removals"
+        f" ({s['undeliverable']:,} exits undeliverable: no contact key),"
         f" {s.get('contact_deletes', 0):,} contact deletes",
         "rule transitions: "
         + ", ".join(f"{k} {transitions.get(k, 0):,}" for k in TRANSITION_KINDS),
@@ -334,7 +342,7 @@ async def apply_effects(
                     continue
                 failed += 1
                 e = outcome.effect
-                what = "contact update" if e["op"] == "upsert" else f"trigger {e.get('event')}"
+                what = _what(e)
                 code = f" (replyCode {outcome.code})" if outcome.code is not None else ""
                 err.write(
                     f"apply: {what} for {e.get('contact')!r} in {e.get('account')} "
@@ -343,6 +351,17 @@ async def apply_effects(
     finally:
         await close_quietly(clients)
     return ok, failed
+
+
+def _what(effect: dict[str, Any]) -> str:
+    op = effect["op"]
+    if op == "upsert":
+        return "contact update"
+    if op == "list_add":
+        return f"add to list {effect.get('list')}"
+    if op == "list_remove":
+        return f"remove from list {effect.get('list')}"
+    return f"trigger {effect.get('event')}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -387,7 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--apply",
         action="store_true",
-        help="REALLY send the contact updates and triggers to Emarsys after the dry run",
+        help="REALLY send the contact updates, triggers and list actions to Emarsys after "
+        "the dry run",
     )
     return parser
 

@@ -37,6 +37,10 @@ Lines (JSON-ready dicts, keys in this order):
 - ``{"kind": "trigger", "at", "account", "rule", "external_event", "contact", "user_id",
   "event_time", "data", "trigger_id"}``; when the person has no primary key value yet,
   ``"contact": null`` and ``"undeliverable": REASON`` (live: a dead letter).
+- ``{"kind": "list_add" | "list_remove", "at", "account", "rule", "list", "contact",
+  "user_id", "event_time", "trigger_id"}``: an exit's contact-list action (``list`` the
+  id or name as configured; ``trigger_id`` the exit's, shared with its trigger line);
+  without a primary key value, ``"contact": null`` and ``"undeliverable": REASON``.
 - ``{"kind": "contact_delete", "at", "account", "contact"}``: a ``delete`` event for a
   person whose contact key was known (live: the Emarsys contact is deleted).
 - ``{"kind": "rejected", "account", "message_id", "reason", "line"}``: ``line`` is the
@@ -81,6 +85,7 @@ from app.segment.model import TIMESTAMP_FIELDS, InvalidMessage, parse_message
 __all__ = ["TRANSITION_KINDS", "Replay", "effect_of"]
 
 TRANSITION_KINDS = ("started", "excluded", "expired", "triggered", "advanced")
+LIST_KINDS = ("list_add", "list_remove")
 
 NO_IDENTIFIER = "no usable identifier: userId/anonymousId (previousId for alias) is missing or junk"
 ALIAS_LINKS_NOTHING = "alias needs a usable previousId and a different userId"
@@ -117,9 +122,12 @@ class Replay:
             "deduped": 0,
             "contact_updates": 0,
             "triggers": 0,
+            "list_adds": 0,
+            "list_removes": 0,
             "undeliverable": 0,
             "contact_deletes": 0,
         }
+        self._last_undeliverable: str | None = None  # the exit the last one belonged to
         self.transitions: dict[str, int] = dict.fromkeys(TRANSITION_KINDS, 0)
 
     # ------------------------------------------------------------------ input
@@ -237,6 +245,8 @@ class Replay:
             "persons": sum(1 for r in self.persons.values() if "fwd" not in r),
             "contact_updates": c["contact_updates"],
             "triggers": c["triggers"],
+            "list_adds": c["list_adds"],
+            "list_removes": c["list_removes"],
             "undeliverable": c["undeliverable"],
             "contact_deletes": c["contact_deletes"],
             "transitions": dict(self.transitions),
@@ -364,6 +374,8 @@ class Replay:
                         "fields": effect["fields"],
                     },
                 )
+            elif op in LIST_KINDS or effect.get("action") in LIST_KINDS:
+                lines.append(self._list_line(acct, effect))
             elif op in ("trigger", "undeliverable"):
                 line = {
                     "kind": "trigger",
@@ -380,17 +392,46 @@ class Replay:
                 if op == "undeliverable":
                     line["contact"] = None
                     line["undeliverable"] = effect["reason"]
-                    self.counts["undeliverable"] += 1
+                    self._count_undeliverable(effect)
                 else:
                     self.counts["triggers"] += 1
                 lines.append(line)
+
+    def _list_line(self, acct: Account, effect: dict[str, Any]) -> dict[str, Any]:
+        kind = effect.get("action") or effect["op"]
+        line = {
+            "kind": kind,
+            "at": effect["event_time"],
+            "account": acct.name,
+            "rule": effect["rule"],
+            "list": effect["list"],
+            "contact": effect["contact"],
+            "user_id": effect["user_id"],
+            "event_time": effect["event_time"],
+            "trigger_id": effect["trigger_id"],
+        }
+        if effect["op"] == "undeliverable":
+            line["contact"] = None
+            line["undeliverable"] = effect["reason"]
+            self._count_undeliverable(effect)
+        else:
+            self.counts["list_adds" if kind == "list_add" else "list_removes"] += 1
+        return line
+
+    def _count_undeliverable(self, effect: dict[str, Any]) -> None:
+        """``undeliverable`` counts exits (like ``triggered``), not their actions: an exit
+        with a trigger and a list action and no contact key is one (an exit's effects come
+        together, ``app.person.trigger_effects``)."""
+        if effect["trigger_id"] != self._last_undeliverable:
+            self._last_undeliverable = effect["trigger_id"]
+            self.counts["undeliverable"] += 1
 
 
 def effect_of(line: dict[str, Any]) -> dict[str, Any] | None:
     """The Emarsys effect (``app.delivery.deliver``'s input) a replay line stands for.
 
-    Contact updates and deliverable triggers only: rejects, undeliverable triggers and the
-    summary send nothing, and replay never deletes contacts for real.
+    Contact updates, deliverable triggers and list actions only: rejects, undeliverable
+    actions and the summary send nothing, and replay never deletes contacts for real.
     """
     kind = line.get("kind")
     if kind == "contact_update":
@@ -411,5 +452,16 @@ def effect_of(line: dict[str, Any]) -> dict[str, Any] | None:
             "trigger_id": line["trigger_id"],
             "event_time": line["event_time"],
             "data": line["data"],
+        }
+    if kind in LIST_KINDS and line.get("contact") is not None and not line.get("undeliverable"):
+        return {
+            "op": kind,
+            "account": line["account"],
+            "contact": line["contact"],
+            "user_id": line.get("user_id"),
+            "rule": line["rule"],
+            "list": line["list"],
+            "trigger_id": line["trigger_id"],
+            "event_time": line["event_time"],
         }
     return None

@@ -326,7 +326,7 @@ def _tokenize(src: str) -> list[_Tok]:
             toks.append(_Tok("str", value, col, src[i:j], bad))
         elif c == "'":
             raise FilterError('strings go in double quotes, e.g. "Order Completed"', col)
-        elif c.isdigit() or (c == "-" and i + 1 < n and src[i + 1].isdigit()):
+        elif c in _DIGITS or (c == "-" and i + 1 < n and src[i + 1] in _DIGITS):
             j = _read_number(src, i, toks)
         elif c.isalpha() or c in "_$\\":
             j = _read_name(src, i, toks)
@@ -373,6 +373,10 @@ def _read_string(src: str, start: int) -> tuple[str | None, int, FilterError | N
         out.append(c)
         i += 1
     raise FilterError('unterminated string: add the closing "', start + 1)
+
+
+_DIGITS = "0123456789"
+"""ASCII only: ``str.isdigit`` is also true of '²', which no number pattern reads."""
 
 
 def _read_number(src: str, i: int, toks: list[_Tok]) -> int:

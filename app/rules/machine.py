@@ -49,6 +49,10 @@ State (JSON-serialisable, stored per person)::
   that opened or moved it (start, steps, the matching exit event); at the trigger, a
   variable takes that value, else the ``user`` value; a variable with neither is left out.
 - **trigger_id**: sha1 hex of ``salt, rule, instance id, exit sequence``.
+- **Exit actions**: ``triggered`` carries the exit's ``trigger`` and its contact-list
+  actions (``add_to_list``, ``remove_from_list``); any of them may be None. The fingerprint
+  leaves the list actions out while unset, so a rule without them keeps the fingerprint
+  (and its instances their state) it had before they existed.
 - **Rule changes**, applied when a RuleSet meets the state (first thing in ``on_event``
   and ``on_clock``; ``next_deadline`` reports such states as due at once): each instance
   stores a fingerprint of its rule's conditions and transaction data map. Rule removed ->
@@ -76,7 +80,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from app.config.model import ConditionConfig, DataMapConfig, RuleConfig
+from app.config.model import LIST_ACTIONS, ConditionConfig, DataMapConfig, RuleConfig
 from app.rules.fql import Filter, compile_filter, event_paths, literal_event_names
 
 __all__ = ["Effect", "EventInput", "RuleSet", "merge_states", "new_state"]
@@ -116,6 +120,8 @@ class Effect:
     trigger_id: str | None = None
     variables: Mapping[str, Any] | None = None
     transaction: str | None = None
+    add_to_list: int | str | None = None
+    remove_from_list: int | str | None = None
 
 
 def new_state() -> State:
@@ -136,6 +142,8 @@ class _Cond:
     names: frozenset[str] | None
     trigger: int | str | None
     variables: tuple[str, ...]
+    add_to_list: int | str | None = None
+    remove_from_list: int | str | None = None
 
 
 @dataclass(slots=True)
@@ -158,9 +166,17 @@ class _Rule:
 
 
 def _fingerprint(rule: RuleConfig) -> str:
-    data = [[c.model_dump(mode="json") for c in rule.conditions], rule.transaction]
+    data = [[_dump(c) for c in rule.conditions], rule.transaction]
     text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha1(text.encode()).hexdigest()[:8]
+
+
+def _dump(cond: ConditionConfig) -> dict[str, Any]:
+    data = cond.model_dump(mode="json")
+    for key in LIST_ACTIONS:
+        if data.get(key) is None:
+            data.pop(key, None)
+    return data
 
 
 def _txn_key(value: Any) -> str | None:
@@ -279,6 +295,8 @@ class RuleSet:
             names=literal_event_names(flt, paths),
             trigger=c.trigger,
             variables=tuple(c.variables),
+            add_to_list=c.add_to_list,
+            remove_from_list=c.remove_from_list,
         )
 
     # ------------------------------------------------------------------ public API
@@ -624,6 +642,8 @@ class RuleSet:
             trigger_id=self.trigger_id(rule.name, inst["id"], cond.seq),
             variables=variables,
             transaction=inst.get("t"),
+            add_to_list=cond.add_to_list,
+            remove_from_list=cond.remove_from_list,
         )
 
     def trigger_id(self, rule: str, instance_id: str, exit_seq: int) -> str:

@@ -22,6 +22,16 @@ Choices worth knowing (also in the README):
   accepted as midnight UTC. Anything else (``2015-2-02T…``, unix numbers) is rejected.
 - Event time: ``timestamp``, else ``originalTimestamp``, ``sentAt``, ``receivedAt``, else
   the caller's ``received_at``, else now.
+- Clock skew, corrected as Segment does: a message straight from a library (the caller
+  passes ``received_at`` and the message has no ``receivedAt`` yet) that carries
+  ``sentAt`` and a client time (``timestamp``, else ``originalTimestamp``) gets
+  ``timestamp = received_at - (sentAt - client time)``: the delay the device measured on
+  its own clock, applied to ours, so a phone an hour fast gets the right time, neither
+  an hour ahead nor "now". The client's time is kept as ``originalTimestamp``. A
+  correction that lands after ``received_at`` (``sentAt`` before the client time: the
+  device's clock jumped) is ``received_at``: nothing happens after it arrived. Messages
+  that already have ``receivedAt`` (relayed by Segment, which corrected them) are left
+  alone.
 - A missing, null or blank ``messageId`` gets ``content_message_id``: a hash of the
   message's content, so a retried identical body is deduplicated (and, equally, two
   identical bodies without any timestamp count as one).
@@ -464,10 +474,17 @@ def parse_message(obj: object, *, received_at: datetime | None = None) -> Parsed
     _check_encodable(data)
 
     event_time = msg.event_time()
+    if received_at is not None and msg.receivedAt is None:
+        received = _as_utc(received_at)
+        corrected = _skew_corrected(msg, received)
+        if corrected is not None:
+            if msg.originalTimestamp is None:
+                data["originalTimestamp"] = obj["timestamp"]
+            data["timestamp"] = format_millis(corrected)
+            event_time = corrected
+        data["receivedAt"] = format_millis(received)
     if event_time is None:
         event_time = _as_utc(received_at) if received_at is not None else datetime.now(UTC)
-    if received_at is not None and msg.receivedAt is None:
-        data["receivedAt"] = format_millis(_as_utc(received_at))
 
     return ParsedMessage(
         data=data,
@@ -479,12 +496,29 @@ def parse_message(obj: object, *, received_at: datetime | None = None) -> Parsed
     )
 
 
+def _skew_corrected(msg: SegmentMessage, received: datetime) -> datetime | None:
+    """Segment's ``receivedAt - (sentAt - client time)``; None when it does not apply."""
+    client = msg.timestamp or msg.originalTimestamp
+    if msg.sentAt is None or client is None:
+        return None
+    try:
+        corrected = received - (msg.sentAt - client)
+    except OverflowError:
+        raise InvalidMessage(
+            "sentAt/timestamp: too far apart to correct the device's clock"
+        ) from None
+    return min(corrected, received)
+
+
 def split_batch(body: dict[str, Any]) -> list[object]:
     """The messages of a ``{"batch": [...]}`` body, with the batch-level defaults merged in.
 
     Batch-level ``context`` and ``integrations`` are defaults: a message's own keys win,
     merged one level deep (``{**batch_context, **message_context}``; nested objects such
-    as ``context.device`` are not merged further). ``writeKey`` is not copied. Items that
+    as ``context.device`` are not merged further). A batch-level ``sentAt`` (what
+    analytics-python and analytics-node send: the batch's send time on the device's
+    clock) is every message's ``sentAt`` unless it has its own, so the clock-skew
+    correction of ``parse_message`` applies. ``writeKey`` is not copied. Items that
     are not objects are returned as they are, so ``parse_message`` rejects them one by
     one. Limits (``BATCH_LIMIT``, ``BATCH_MAX_MESSAGES``) are the caller's to enforce.
     """
@@ -500,7 +534,13 @@ def split_batch(body: dict[str, Any]) -> list[object]:
             raise InvalidMessage(f"{key}: must be an object (batch-level)")
         if value:
             defaults[key] = value
-    if not defaults:
+    sent_at = body.get("sentAt")
+    if sent_at is not None:
+        try:
+            _timestamp(sent_at)
+        except PydanticCustomError as e:
+            raise InvalidMessage(f"sentAt: {e} (batch-level)") from None
+    if not defaults and sent_at is None:
         return list(items)
     out: list[object] = []
     for item in items:
@@ -512,5 +552,7 @@ def split_batch(body: dict[str, Any]) -> list[object]:
                     item[key] = dict(default)
                 elif isinstance(own, dict):
                     item[key] = {**default, **own}
+            if sent_at is not None and item.get("sentAt") is None:
+                item["sentAt"] = sent_at
         out.append(item)
     return out

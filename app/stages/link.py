@@ -20,6 +20,7 @@ only another record with the same messageId is a duplicate.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -31,7 +32,9 @@ from app.envelope import dead_letter, dumps
 from app.identity import partition_id, resolve
 from app.metrics import Metrics
 from app.segment.model import InvalidMessage, parse_message
-from app.stages.state import DEAD, INPUT, PERSON, Output, RecordLike, Tables, header
+from app.stages.state import DEAD, INPUT, PERSON, Output, RecordLike, Tables, header, log_failure
+
+log = logging.getLogger("emd.link")
 
 ACCOUNT_HEADER = "emd-account"
 #: links value of an anonymous visitor that has a person of its own but no userId yet
@@ -61,6 +64,7 @@ class LinkStage:
             try:
                 self._one(record, links, dedupe, now, out)
             except Exception as exc:  # never stall the partition: dead-letter and go on
+                log_failure(log, "the identity stage failed on a record (dead-lettered)", exc)
                 self.metrics.inc("emd_dead_letters_total", source="link")
                 out.append(
                     Output(
@@ -223,7 +227,8 @@ class LinkStage:
         This partition holds ``p``'s link; the decisions are ``resolve``'s, as replay
         takes them: a first link merges the other person's state (if any) into the user,
         a link to another user moves (a shared device; that user is told, so that its
-        next event with the id asks again)."""
+        next event with the id asks again). The user is always answered (``settle``):
+        it keeps its window open until every state it was promised has arrived."""
         links = tables(LINKS, partition)
         account, ident, user, t = msg["a"], msg["p"], msg["user"], float(msg["t"])
         if msg.get("alias"):
@@ -237,12 +242,14 @@ class LinkStage:
 
         res = resolve(seen, lookup)
         if res is None:
-            return []
-        out = [
-            _merge(account, source, res.person, t)
+            return [_settled(account, user, ident, [])]
+        sources = [
+            source
             for source in res.merge_from
             if not source.startswith("a:") or links.get(keys.key(account, source[2:])) is not None
         ]
+        out = [_merge(account, source, res.person, t) for source in sources]
+        out.append(_settled(account, user, ident, sources))
         if res.link is not None:
             links.set(keys.key(account, res.link[0]), res.link[1].encode())
         if res.relinked_from is not None:
@@ -254,6 +261,13 @@ class LinkStage:
                 )
             )
         return out
+
+
+def _settled(account: str, user: str, ident: str, sources: list[str]) -> Output:
+    """The answer to a link request: the persons asked to hand their state to the user."""
+    requester = keys.user_person(user)
+    body = {"k": "settle", "a": account, "p": requester, "ident": ident, "srcs": sources}
+    return Output(PERSON, keys.key(account, requester), dumps(body))
 
 
 def _no_links(ident: str) -> str | None:

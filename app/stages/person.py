@@ -21,6 +21,7 @@ deletes) are records it sends, covered the same way.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -32,9 +33,28 @@ from app.metrics import Metrics
 from app.person import MAX_FORWARDS, Outcome, apply_delivery, delete_effect, export_for_merge
 from app.recent import RecentEvents
 from app.stages.link import LinkStage
-from app.stages.state import DEAD, EFFECTS, PERSON, JsonView, Output, RecordLike, Tables
-from app.timeline import apply_input, apply_tick, event_input, merge_input, wake_time
+from app.stages.state import (
+    DEAD,
+    EFFECTS,
+    PERSON,
+    JsonView,
+    Output,
+    RecordLike,
+    Tables,
+    log_failure,
+)
+from app.timeline import (
+    apply_input,
+    apply_tick,
+    arrived,
+    event_input,
+    merge_input,
+    settle,
+    wake_time,
+)
 from app.wake_index import WakeIndex
+
+log = logging.getLogger("emd.person")
 
 PERSONS = "persons"
 DELIVERIES = "deliveries"
@@ -95,6 +115,7 @@ class PersonStage:
             try:
                 self._one(batch, record, now)
             except Exception as exc:
+                log_failure(log, "the person stage failed on a record (dead-lettered)", exc)
                 self._dead(
                     batch,
                     "person",
@@ -116,6 +137,7 @@ class PersonStage:
             try:
                 self._tick(batch, key, now)
             except Exception as exc:
+                log_failure(log, "the person stage failed on the clock (dead-lettered)", exc)
                 self._dead(batch, "person", f"internal error on the clock: {type(exc).__name__}")
         self._end(batch, tables)
         return batch.out
@@ -157,6 +179,8 @@ class PersonStage:
             self._delivery(batch, key, msg)
         elif kind == "lost":
             self._lost(batch, key, msg)
+        elif kind == "settle":
+            self._settle(batch, account, person, key, msg, now)
         elif kind == "pk":
             if msg.get("person"):
                 batch.pk_index.set(key, msg["person"].encode())
@@ -182,37 +206,60 @@ class PersonStage:
         if message.get("type") == "delete":
             self._delete(batch, account, person, key, record)
             return
-        self._ask_for_link(batch, account, person, record, message, t)
+        asked = self._ask_for_link(batch, account, person, record, message, t)
         item = event_input(account, message, msg["id"], t, now)
-        out = apply_input(account, person, record, item, now)
+        out = apply_input(account, person, record, item, now, expect=asked)
         for name in out.failures:
             self.metrics.inc("emd_datamap_failures_total", account=account.name, data_map=name)
         self._finish(batch, account, person, key, out)
 
-    def _ask_for_link(self, batch: _Batch, account: Account, person: str, record, message, t):
+    def _ask_for_link(
+        self, batch: _Batch, account: Account, person: str, record, message, t
+    ) -> str | None:
         """An event of this user (keyed by the person) with an anonymousId the user has not
-        seen, or lost to another user since: the id's partition decides the link."""
+        seen, or lost to another user since, or an alias: the other id's partition
+        decides the link. Returns the id asked about (the hand-off to wait for)."""
         user = usable_id(message.get("userId"))
         if user is None or person != keys.user_person(user):
-            return  # forwarded from an aliased id: its own link was settled there
+            return None  # forwarded from an aliased id: its own link was settled there
         if message.get("type") == "alias":
             previous = usable_id(message.get("previousId"))
-            if previous is not None and previous != user:
-                self._link_request(batch, account, previous, user, t, alias=True)
-            return
+            if previous is None or previous == user:
+                return None
+            self._link_request(batch, account, previous, user, t, alias=True)
+            return previous
         anon = usable_id(message.get("anonymousId"))
         if anon is None:
-            return
+            return None
         if record is not None:
             lost = record.get("lost") or []
             if anon in record.get("anon", ()) and anon not in lost:
-                return
+                return None
             if anon in lost:
                 lost.remove(anon)
                 if not lost:
                     del record["lost"]
                 batch.persons.put(keys.key(account.name, person), record)
         self._link_request(batch, account, anon, user, t)
+        return anon
+
+    def _settle(self, batch: _Batch, account: Account, person: str, key: bytes, msg, now):
+        """The link partition's answer to a link request: who will hand over state."""
+        record = batch.record(key)
+        if record is None:
+            return
+        if "fwd" in record:
+            self._forward(batch, record, msg)
+            return
+        if settle(record, msg["ident"], msg.get("srcs") or []):
+            self._settled(batch, account, person, key, record, now)
+        else:
+            batch.persons.put(key, record)
+
+    def _settled(self, batch: _Batch, account: Account, person: str, key: bytes, record, now):
+        """A hand-off completed: the window may close now, if its time has come."""
+        self._finish(batch, account, person, key, apply_tick(account, person, record, now))
+        batch.persons.put(key, record)
 
     def _link_request(
         self, batch: _Batch, account: Account, ident: str, user: str, t: float, alias=False
@@ -238,43 +285,53 @@ class PersonStage:
 
     def _merge_out(self, batch: _Batch, account: Account, person: str, key: bytes, msg, now):
         into = msg["into"]
+        if into == person:
+            return
         record = batch.record(key)
-        if record is None and person.startswith("u:") and into != person:
+        if record is None and person.startswith("u:"):
             # An aliased userId with no state: later events keyed by it forward.
             batch.persons.put(key, {"fwd": into})
+        if record is None or "fwd" in record:
+            # Nothing to hand over (or handed over already: a redelivery): say so, the
+            # receiver is waiting for this answer (app.timeline, hand-offs).
+            batch.out.append(self._state_message(account, person, into, None, msg, now, key))
             return
-        if record is None or "fwd" in record or into == person:
-            return  # nothing to hand over, or handed over already (a redelivery)
         state, tombstone = export_for_merge(record, into)
-        batch.out.append(
-            Output(
-                PERSON,
-                keys.key(account.name, into),
-                dumps(
-                    {
-                        "k": "state",
-                        "a": account.name,
-                        "p": into,
-                        "from": person,
-                        "state": state,
-                        "t": float(msg.get("t", now)),
-                        "recent": self.recent.raw(key),
-                    }
-                ),
-            )
-        )
+        batch.out.append(self._state_message(account, person, into, state, msg, now, key))
         batch.persons.put(key, tombstone)
         if record.get("pk"):
             self._index_pk(batch, account.name, record["pk"], into)
+
+    def _state_message(self, account: Account, person: str, into: str, state, msg, now, key):
+        body = {
+            "k": "state",
+            "a": account.name,
+            "p": into,
+            "from": person,
+            "state": state,
+            "t": float(msg.get("t", now)),
+        }
+        if state is not None:
+            body["recent"] = self.recent.raw(key)
+        return Output(PERSON, keys.key(account.name, into), dumps(body))
 
     def _state(self, batch: _Batch, account: Account, person: str, key: bytes, msg, now):
         record = batch.record(key)
         if record is not None and "fwd" in record:
             self._forward(batch, record, msg)
             return
+        source = msg.get("from") or ""
+        if msg.get("state") is None:  # the other person had nothing to hand over
+            if record is not None and arrived(record, source):
+                self._settled(batch, account, person, key, record, now)
+            elif record is not None:
+                batch.persons.put(key, record)
+            return
         self.recent.merge(key, msg.get("recent") or ())
-        item = merge_input(msg["state"], msg.get("from") or "", float(msg.get("t", now)))
+        item = merge_input(msg["state"], source, float(msg.get("t", now)))
         out = apply_input(account, person, record, item, now)
+        if out.record is not None:
+            arrived(out.record, source)
         self._finish(batch, account, person, key, out)
 
     def _forward(self, batch: _Batch, record: dict[str, Any], msg: dict[str, Any]) -> None:
@@ -355,11 +412,12 @@ class PersonStage:
                     batch,
                     key,
                     {
-                        "op": "trigger",
+                        "op": effect.get("action", "trigger"),  # list_add, list_remove
                         "ok": False,
                         "rule": effect["rule"],
                         "trigger_id": effect["trigger_id"],
-                        "event": effect["event"],
+                        "event": effect.get("event"),
+                        **({"list": effect["list"]} if "list" in effect else {}),
                         "text": effect["reason"],
                         "at": now_iso(),
                     },

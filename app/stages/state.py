@@ -7,6 +7,8 @@ dict. Values are bytes, as on the changelog.
 
 from __future__ import annotations
 
+import logging
+import traceback
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -154,3 +156,12 @@ class JsonView:
             else:
                 self.table.set(key, orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS))
         self._dirty.clear()
+
+
+def log_failure(log: logging.Logger, what: str, exc: BaseException) -> None:
+    """A stage's own failure, for operators: the exception's type and where it was raised
+    (file and line of every frame), never its message or locals, which may hold a
+    person's data."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = " < ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno}" for f in reversed(frames))
+    log.error("%s: %s at %s", what, type(exc).__name__, where or "?")

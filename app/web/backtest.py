@@ -17,9 +17,12 @@ from app.config.live import apply_edit
 from app.config.loader import ConfigError
 from app.runtime import Runtime
 from app.web.admin import guard, problems_body, read_json
+from app.web.deadletters import BROKER_ERRORS, broker_unavailable
+from app.web.errors import error
 from app.web.funnel import _parse
 
 MAX_LINES = 5000
+BODY_KEYS = ("data_maps", "rules", "from", "to")
 
 
 def run_backtest(config: Any, account: str, broker: str, topic: str, start, end):
@@ -53,30 +56,37 @@ class BacktestApi:
         denied = guard(self.runtime, request, account)
         if denied:
             return denied
-        body = await read_json(request)
+        body = await read_json(request, self.runtime)
         if not isinstance(body, dict):
-            return web.json_response({"message": "the body must be a JSON object"}, status=400)
+            return error(400, "the body must be a JSON object")
+        unknown = sorted(set(body) - set(BODY_KEYS))
+        if unknown:
+            return error(400, f"{unknown[0][:40]}: not a replay field (data_maps, rules, from, to)")
+        for name in ("from", "to"):
+            if body.get(name) is not None and not isinstance(body[name], str):
+                return error(400, f"{name}: must be an ISO 8601 time (a string)")
         edit = {k: body[k] for k in ("data_maps", "rules") if k in body}
         try:
             config = apply_edit(self.runtime.config, account, edit)
             end = _parse(body.get("to"), time.time() + 1)
             start = _parse(body.get("from"), 0.0) if body.get("from") else None
         except ConfigError as exc:
-            return web.json_response(
-                {"message": "invalid config", "problems": problems_body(exc)}, status=400
-            )
+            return error(400, "invalid config", "invalid_config", problems=problems_body(exc))
         except ValueError:
-            return web.json_response({"message": "from/to must be ISO 8601 times"}, status=400)
+            return error(400, "from/to must be ISO 8601 times")
         started = time.monotonic()
-        lines, summary = await asyncio.to_thread(
-            run_backtest,
-            config,
-            account,
-            self.runtime.broker_url,
-            self.runtime.config.input_topic,
-            start,
-            end,
-        )
+        try:
+            lines, summary = await asyncio.to_thread(
+                run_backtest,
+                config,
+                account,
+                self.runtime.broker_url,
+                self.runtime.config.input_topic,
+                start,
+                end,
+            )
+        except BROKER_ERRORS as exc:
+            return broker_unavailable(exc)
         truncated = len(lines) > MAX_LINES
         return web.json_response(
             {

@@ -8,11 +8,15 @@ cannot be retried as such: send an event that carries the key instead.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import re
 from typing import Any
 
 import orjson
 from aiohttp import web
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaError
 
 from app import keys
 from app.batching.sender import Outbox
@@ -21,8 +25,50 @@ from app.runtime import Runtime
 from app.stages.state import EFFECTS, INPUT, Output
 from app.topic_reader import consumer_for, partitions, read_to_end
 from app.web.admin import guard, read_json
+from app.web.errors import error
+
+log = logging.getLogger("emd.web")
 
 MAX_LIMIT = 1000
+BROKER_ERRORS = (KafkaError, OSError, TimeoutError)
+
+
+def broker_unavailable(exc: BaseException) -> web.Response:
+    log.warning("dead letters: the broker did not answer (%s)", type(exc).__name__)
+    return error(503, "the broker did not answer; retry later", "unavailable", retry_after=5)
+
+
+FETCH_MS = 200
+LOOKUP_SECONDS = 10.0
+ID_PART = re.compile(r"[0-9]{1,19}")
+MAX_PARTITION = 2**31 - 1
+MAX_OFFSET = 2**63 - 1
+
+
+async def _stop(consumer: AIOKafkaConsumer) -> None:
+    """``consumer.stop()``, minus aiokafka's CancelledError when the consumer is stopped
+    before its coordinator task first ran (e.g. no partition was ever assigned): that
+    escaped the handler and the client got an empty reply."""
+    try:
+        await consumer.stop()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+
+
+def parse_id(ident: Any) -> tuple[int, int] | None:
+    """``"3:1042"`` as (3, 1042); None for anything else, also for numbers no Kafka
+    partition or offset can have (a 30-digit offset used to reach the client as a 500)."""
+    if not isinstance(ident, str):
+        return None
+    part, sep, off = ident.partition(":")
+    if not sep or not ID_PART.fullmatch(part) or not ID_PART.fullmatch(off):
+        return None
+    p, o = int(part), int(off)
+    if p > MAX_PARTITION or o > MAX_OFFSET:
+        return None
+    return p, o
 
 
 class DeadLetterApi:
@@ -67,35 +113,94 @@ class DeadLetterApi:
             out.sort(key=lambda d: d.get("ts", 0), reverse=True)
             return out
         finally:
-            await consumer.stop()
+            await _stop(consumer)
 
     async def list_recent(self, request: web.Request) -> web.Response:
         account = request.match_info["account"]
         denied = guard(self.runtime, request, account)
         if denied:
             return denied
+        text = request.query.get("limit", "200")
+        if not ID_PART.fullmatch(text):
+            return error(400, "limit: a whole number (1 to 1000; larger is read as 1000)")
+        limit = max(1, min(MAX_LIMIT, int(text)))
         try:
-            limit = max(1, min(MAX_LIMIT, int(request.query.get("limit", "200"))))
-        except ValueError:
-            return web.json_response({"message": "limit must be a number"}, status=400)
-        found = await self.read_recent(account, limit)
+            found = await self.read_recent(account, limit)
+        except BROKER_ERRORS as exc:
+            return broker_unavailable(exc)
         return web.json_response({"dead_letters": found[:limit]})
 
-    async def _fetch(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+    async def _fetch(self, ids: list[tuple[int, int]]) -> dict[tuple[int, int], dict[str, Any]]:
+        """The dead letters at these (partition, offset) pairs, read in one pass.
+
+        Every partition concerned is read at once, from its lowest wanted offset, and
+        each fetch resolves every wanted offset it passes. Offsets before the start
+        (removed by retention) and partitions the topic does not have are missing at
+        once; offsets past the reported end are missing after two empty fetches in a
+        row (the end offset alone cannot tell: the embedded broker under-reports it
+        after a batch produce). So a retry of many missing ids costs two fetch timeouts,
+        not one per id; the whole lookup is bounded by ``LOOKUP_SECONDS``."""
         consumer = await self._consumer()
-        found: dict[str, dict[str, Any]] = {}
+        found: dict[tuple[int, int], dict[str, Any]] = {}
         try:
-            for ident in ids:
-                part, _, off = ident.partition(":")
-                tp = TopicPartition(self.topic, int(part))
-                consumer.assign([tp])
-                consumer.seek(tp, int(off))
-                batch = await consumer.getmany(tp, timeout_ms=1000, max_records=1)
-                for r in batch.get(tp, []):
-                    if r.offset == int(off):
-                        found[ident] = orjson.loads(r.value)
+            tps = {tp.partition: tp for tp in await partitions(consumer, self.topic)}
+            wanted: dict[int, list[int]] = {}
+            for part, off in ids:
+                if part in tps:
+                    wanted.setdefault(part, []).append(off)
+            if not wanted:
+                return found
+            pending = {p: sorted(set(offs)) for p, offs in wanted.items()}
+            parts = [tps[p] for p in pending]
+            # Offsets before assign: once assigned, the fetcher's long poll (500 ms)
+            # holds the connection and every ListOffsets waits behind it.
+            begins = await consumer.beginning_offsets(parts)
+            ends = await consumer.end_offsets(parts)
+            consumer.assign(parts)
+            for part in list(pending):
+                pending[part] = [o for o in pending[part] if o >= begins[tps[part]]]
+            # Never seek past the reported end (out of range: aiokafka resets and
+            # asks again); from there, whatever the end under-reported comes.
+            cursor = {p: min(offs[0], ends[tps[p]]) for p, offs in pending.items() if offs}
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + LOOKUP_SECONDS
+            empty = 0
+            while any(pending.values()) and loop.time() < deadline:
+                active = [p for p, offs in pending.items() if offs]
+                for part in active:
+                    consumer.seek(tps[part], cursor[part])
+                batch = await consumer.getmany(
+                    *(tps[p] for p in active), timeout_ms=FETCH_MS, max_records=500
+                )
+                if not any(batch.values()):
+                    # Nothing came. Offsets below the reported end exist: keep fetching
+                    # (a fresh consumer's first fetches can come back empty). Past it,
+                    # two empty fetches in a row mean there is nothing there.
+                    empty += 1
+                    past_end = all(cursor[p] >= ends[tps[p]] for p in active)
+                    if past_end and empty >= 2:
+                        break
+                    continue
+                empty = 0
+                for tp, records in batch.items():
+                    offs = pending.get(tp.partition)
+                    if not offs or not records:
+                        continue
+                    want = set(offs)
+                    for r in records:
+                        if r.offset in want:
+                            try:
+                                found[(tp.partition, r.offset)] = orjson.loads(r.value)
+                            except orjson.JSONDecodeError:
+                                pass
+                    last = records[-1].offset
+                    # Offsets below what this fetch reached are resolved: found or gone.
+                    left = [o for o in offs if o > last]
+                    pending[tp.partition] = left
+                    if left:
+                        cursor[tp.partition] = max(last + 1, min(left[0], ends[tp]))
         finally:
-            await consumer.stop()
+            await _stop(consumer)
         return found
 
     async def retry(self, request: web.Request) -> web.Response:
@@ -103,21 +208,33 @@ class DeadLetterApi:
         denied = guard(self.runtime, request, account)
         if denied:
             return denied
-        body = await read_json(request)
+        body = await read_json(request, self.runtime)
         ids = body.get("ids") if isinstance(body, dict) else None
-        if not isinstance(ids, list) or not all(
-            isinstance(i, str) and ":" in i and i.replace(":", "").isdigit() for i in ids
-        ):
-            return web.json_response(
-                {"message": "ids: a list of dead-letter ids like '3:1042'"}, status=400
-            )
+        if not isinstance(body, dict) or set(body) - {"ids"} or not isinstance(ids, list):
+            return error(400, "the body is {\"ids\": [dead-letter ids like '3:1042']}")
+        if len(ids) > MAX_LIMIT:
+            return error(400, f"ids: at most {MAX_LIMIT} at a time")
+        parsed: list[tuple[int, int]] = []
+        for index, ident in enumerate(ids):
+            where = parse_id(ident)
+            if where is None:
+                return error(
+                    400,
+                    f"ids[{index}]: not a dead-letter id (PARTITION:OFFSET, e.g. '3:1042', "
+                    f"partition below 2^31, offset below 2^63)",
+                )
+            parsed.append(where)
         if not ids:
             return web.json_response({"retried": 0, "skipped": []})
-        records = await self._fetch(ids)
+        try:
+            found = await self._fetch(parsed)
+        except BROKER_ERRORS as exc:
+            return broker_unavailable(exc)
+        records = {ident: found.get(where) for ident, where in zip(ids, parsed, strict=True)}
         retried, skipped, resend = 0, [], []
         for ident in ids:
             rec = records.get(ident)
-            if rec is None or rec.get("account") != account:
+            if not isinstance(rec, dict) or rec.get("account") != account:
                 skipped.append({"id": ident, "reason": "no such dead letter in this account"})
                 continue
             payload = rec.get("payload")
@@ -151,5 +268,8 @@ class DeadLetterApi:
                 )
                 continue
             retried += 1
-        await self.outbox.send(resend)
+        try:
+            await self.outbox.send(resend)
+        except BROKER_ERRORS as exc:
+            return broker_unavailable(exc)
         return web.json_response({"retried": retried, "skipped": skipped})

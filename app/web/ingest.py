@@ -4,13 +4,15 @@
 ``POST /segment`` (either form). Answers ``200 {"success": true}`` only once every
 accepted message is acknowledged by the broker; invalid messages inside a valid batch go
 to the dead-letter topic and are listed in the answer (``rejected``) without sinking the
-valid ones. Whole-request problems: 400 (bad JSON, invalid single message), 401 (unknown
-key, bad signature), 413 (over Segment's limits), 429 (too many requests in flight).
+valid ones. Whole-request problems, each ``{"code", "message"}``: 400 (bad JSON, an
+invalid single message, a charset we cannot decode), 401 (unknown key, bad signature),
+408 (the body did not arrive in time), 413 (over Segment's limits, also after
+inflating), 415 (a Content-Encoding other than gzip/deflate), 429 (too many requests in
+flight), 503 (the broker did not acknowledge).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -33,6 +35,9 @@ from app.segment.model import (
     split_batch,
 )
 from app.web.auth import basic_username, signature_ok
+from app.web.bodies import BodyError, decode_json, read_body
+from app.web.errors import error
+from app.web.server import BAD_CONNECTIONS
 
 log = logging.getLogger("emd.ingest")
 
@@ -55,27 +60,32 @@ def _no_links(_ident: str) -> None:
     return None
 
 
-def _error(status: int, message: str, **extra: Any) -> web.Response:
-    headers = {"Retry-After": str(extra.pop("retry_after"))} if "retry_after" in extra else None
-    return web.json_response({"message": message, **extra}, status=status, headers=headers)
+@dataclass(frozen=True)
+class _BadJson:
+    """A body that is not JSON: answered 400 once the sender is known (401 otherwise)."""
+
+    error: BodyError
 
 
-async def _read_body(request: web.Request, limit: int) -> bytes:
-    """The whole body, or its first ``limit + 1`` bytes when it is longer.
-
-    ``StreamReader.read(n)`` returns what is buffered (a chunk), not ``n`` bytes: a single
-    read cut bodies larger than one chunk and answered valid batches "malformed JSON".
-    """
-    body = bytearray()
-    while len(body) <= limit:
-        chunk = await request.content.read(limit + 1 - len(body))
-        if not chunk:
-            break
-        body += chunk
-    return bytes(body)
+def _error(status: int, message: str, code: str | None = None, **extra: Any) -> web.Response:
+    return error(status, message, code, **extra)
 
 
 class Ingest:
+    """The ingest routes, with two budgets of requests in flight.
+
+    A request authenticated from its headers (HTTP Basic with a known key: what Segment
+    and its server-side libraries send) is counted against ``max_in_flight`` and may take
+    ``body_timeout`` seconds to send its body. A request without an Authorization header
+    can only authenticate with a ``writeKey`` inside its body (analytics.js does this), so
+    its body has to be read first: it is counted against the smaller
+    ``max_unauthenticated`` budget, gets ``unauthenticated_timeout`` seconds for its
+    body, and moves to the authenticated budget only once its writeKey is known. Any
+    number of anonymous slow clients can therefore fill only their own budget (429 for
+    the next of them), never the one authenticated senders use. A wrong key in the
+    header is refused before a byte of the body is read.
+    """
+
     def __init__(
         self,
         accounts: Callable[[], Accounts],
@@ -83,14 +93,21 @@ class Ingest:
         dead_letter: DeadLetter,
         metrics: Metrics,
         max_in_flight: int = 256,
+        *,
+        max_unauthenticated: int = 64,
+        body_timeout: float = 30.0,
+        unauthenticated_timeout: float = 5.0,
     ) -> None:
         self._accounts = accounts
         self._publish = publish
         self._dead_letter = dead_letter
         self._metrics = metrics
-        self._slots = asyncio.Semaphore(max_in_flight)
         self._max_in_flight = max_in_flight
+        self._max_unauthenticated = max_unauthenticated
+        self._body_timeout = body_timeout
+        self._unauthenticated_timeout = unauthenticated_timeout
         self._in_flight = 0
+        self._unauthenticated = 0
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -112,61 +129,106 @@ class Ingest:
     async def any_form(self, request: web.Request) -> web.Response:
         return await self._guarded(request, None)
 
+    def _throttled(self, budget: str) -> web.Response:
+        self._metrics.inc("emd_ingest_throttled_total", budget=budget)
+        return _error(
+            429, "too many requests in flight; retry shortly", "too_many_requests", retry_after=1
+        )
+
     async def _guarded(self, request: web.Request, form: str | None) -> web.Response:
+        limit = MESSAGE_LIMIT if form in SINGLE_TYPES else BATCH_LIMIT
+        if "Authorization" in request.headers:
+            key = basic_username(request)
+            account = self._accounts().account_for_key(key) if key else None
+            if account is None:
+                return _error(401, "unknown or missing API key", "unauthorized")
+            if self._in_flight >= self._max_in_flight:
+                return self._throttled("authenticated")
+            self._in_flight += 1
+            try:
+                read = await self._read(request, limit, self._body_timeout)
+                if isinstance(read, web.Response):
+                    return read
+                return await self._handle(request, form, account, read)
+            finally:
+                self._in_flight -= 1
+        if self._unauthenticated >= self._max_unauthenticated:
+            return self._throttled("unauthenticated")
+        self._unauthenticated += 1
+        try:
+            read = await self._read(request, limit, self._unauthenticated_timeout)
+        finally:
+            self._unauthenticated -= 1
+        if isinstance(read, web.Response):
+            return read
+        _body, obj = read
+        key = obj.get("writeKey") if isinstance(obj, dict) else None
+        account = self._accounts().account_for_key(key) if isinstance(key, str) else None
+        if account is None:
+            return _error(401, "unknown or missing API key", "unauthorized")
         if self._in_flight >= self._max_in_flight:
-            return _error(429, "too many requests in flight; retry shortly", retry_after=1)
+            return self._throttled("authenticated")
         self._in_flight += 1
         try:
-            return await self._handle(request, form)
+            return await self._handle(request, form, account, read)
         finally:
             self._in_flight -= 1
 
-    async def _handle(self, request: web.Request, form: str | None) -> web.Response:
-        limit = MESSAGE_LIMIT if form in SINGLE_TYPES else BATCH_LIMIT
-        if request.content_length is not None and request.content_length > limit:
-            return _error(413, f"request body over {limit // 1024} KB")
+    async def _read(
+        self, request: web.Request, limit: int, timeout: float
+    ) -> tuple[bytes, Any] | web.Response:
+        """(body, parsed JSON or ``_BAD_JSON``), or the error answer."""
         try:
-            body = await _read_body(request, limit)
-        except web.RequestPayloadError:
-            # e.g. "Content-Encoding: gzip" on a body that is not gzip: the sender's fault.
-            return _error(400, "cannot read the body (bad Content-Encoding or transfer)")
-        if len(body) > limit:
-            return _error(413, f"request body over {limit // 1024} KB")
-        accounts = self._accounts()
-        key = basic_username(request)
+            body = await read_body(request, limit, timeout)
+        except BodyError as exc:
+            if exc.aborted is not None:
+                self._metrics.inc(BAD_CONNECTIONS, reason=exc.aborted)
+                log.info("ingest body not received (%s)", exc.aborted)
+            resp = _error(exc.status, exc.message, exc.code)
+            if exc.aborted is not None:
+                resp.force_close()
+            return resp
         try:
-            obj = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            if key is None or accounts.account_for_key(key) is None:
-                return _error(401, "unknown or missing API key")
-            return _error(400, f"malformed JSON: {exc}")
-        if key is None and isinstance(obj, dict) and isinstance(obj.get("writeKey"), str):
-            key = obj["writeKey"]
-        account = accounts.account_for_key(key) if key else None
-        if account is None:
-            return _error(401, "unknown or missing API key")
-        secret = accounts[account].config.shared_secret
+            charset = request.charset
+        except Exception:
+            charset = None
+        try:
+            return body, decode_json(body, charset)
+        except BodyError as exc:
+            return body, _BadJson(exc)
+
+    async def _handle(
+        self, request: web.Request, form: str | None, account: str, read: tuple[bytes, Any]
+    ) -> web.Response:
+        body, obj = read
+        if isinstance(obj, _BadJson):
+            return _error(obj.error.status, obj.error.message, obj.error.code)
+        secret = self._accounts()[account].config.shared_secret
         if secret and not signature_ok(body, secret, request.headers.get("X-Signature")):
-            return _error(401, "missing or wrong X-Signature")
+            return _error(401, "missing or wrong X-Signature", "bad_signature")
         if not isinstance(obj, dict):
-            return _error(400, "the body must be a JSON object")
+            return _error(400, "the body must be a JSON object", "invalid_message")
         is_batch = form == "batch" or (form is None and "batch" in obj)
         if is_batch:
             try:
                 items = split_batch(obj)
             except InvalidMessage as exc:
-                return _error(400, exc.reason)
+                return _error(400, exc.reason, "invalid_message")
             if len(items) > BATCH_MAX_MESSAGES:
-                return _error(413, f"a batch holds at most {BATCH_MAX_MESSAGES} messages")
+                return _error(
+                    413, f"a batch holds at most {BATCH_MAX_MESSAGES} messages", "too_large"
+                )
         else:
             if len(body) > MESSAGE_LIMIT:
                 # /segment reads up to the batch limit; one message is held to its own.
-                return _error(413, f"request body over {MESSAGE_LIMIT // 1024} KB")
+                return _error(413, f"request body over {MESSAGE_LIMIT // 1024} KB", "too_large")
             single = {k: v for k, v in obj.items() if k != "writeKey"}
             if form is not None and "type" not in single:
                 single["type"] = form
             if form is not None and single.get("type") != form:
-                return _error(400, f"type: {single.get('type')!r} sent to /v1/{form}")
+                return _error(
+                    400, f"type: {single.get('type')!r} sent to /v1/{form}", "invalid_message"
+                )
             items = [single]
         received = datetime.now(UTC)
         records: list[Record] = []
@@ -209,7 +271,12 @@ class Ingest:
                 except Exception as exc:
                     # Never drop a rejected message silently: the sender retries (5xx).
                     log.warning("dead-lettering a rejected message failed: %s", type(exc).__name__)
-                    return _error(503, "the event log is unavailable; retry later", retry_after=5)
+                    return _error(
+                        503,
+                        "the event log is unavailable; retry later",
+                        "unavailable",
+                        retry_after=5,
+                    )
                 continue
             records.append(
                 Record(
@@ -219,13 +286,15 @@ class Ingest:
                 )
             )
         if not is_batch and rejected:
-            return _error(400, rejected[0]["reason"])
+            return _error(400, rejected[0]["reason"], "invalid_message")
         if records:
             try:
                 await self._publish(records)
             except Exception as exc:
                 log.warning("publishing to the input topic failed: %s", type(exc).__name__)
-                return _error(503, "the event log is unavailable; retry later", retry_after=5)
+                return _error(
+                    503, "the event log is unavailable; retry later", "unavailable", retry_after=5
+                )
             self._metrics.inc("emd_events_in_total", float(len(records)), account=account)
         answer: dict[str, Any] = {"success": True}
         if rejected:

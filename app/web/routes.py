@@ -20,7 +20,10 @@ from app.runtime import Runtime
 from app.stages.state import DEAD, INPUT, Output
 from app.state_reader import StateReader
 from app.topics import bootstrap_servers
+from app.web import server
+from app.web.errors import ensure_code, error
 from app.web.ingest import Ingest, Record
+from app.web.readiness import Readiness
 
 log = logging.getLogger("emd.web")
 
@@ -36,7 +39,12 @@ class WebServices:
 
 
 def install_routes(app: Any, runtime: Runtime, services: WebServices) -> None:
-    """Called once per worker before the web server starts."""
+    """Called once per worker before the web server starts.
+
+    Also sets up aiohttp's server under Faust's web (raw bodies, one-line logs for
+    broken connections, the listen backlog: ``app.web.server``) and the middleware that
+    gives every error answer a ``code``. ``/ready`` reads ``services.live_config.loaded``
+    (set once the config topic was read to its end)."""
     from app.web import console, openapi
     from app.web.admin import AdminApi
     from app.web.backtest import BacktestApi
@@ -63,7 +71,11 @@ def install_routes(app: Any, runtime: Runtime, services: WebServices) -> None:
 
     ingest = Ingest(lambda: runtime.accounts, publish, dead_letter, runtime.metrics)
     inspect = Inspect(app, runtime, services.state)
-    router = app.web.web_app.router
+    web_app = app.web.web_app
+    if hasattr(app.web, "_runner"):
+        server.configure(app.web, runtime.metrics)
+    web_app.middlewares.append(ensure_code)
+    router = web_app.router
     router.add_routes(ingest.routes())
     router.add_routes(inspect.routes())
     router.add_routes(AdminApi(runtime, services.live_config).routes())
@@ -81,6 +93,8 @@ def install_routes(app: Any, runtime: Runtime, services: WebServices) -> None:
     router.add_routes(openapi.routes())
     router.add_routes(console.routes())
     router.add_get("/health", _health(app, runtime))
+    live = services.live_config
+    router.add_get("/ready", _ready(Readiness(app, lambda: bool(getattr(live, "loaded", True)))))
     router.add_get("/metrics", _metrics(app, runtime))
 
 
@@ -110,6 +124,29 @@ def _health(app: Any, runtime: Runtime):
     return handler
 
 
+def _ready(readiness: Readiness):
+    async def handler(request: web.Request) -> web.Response:
+        state = readiness.state()
+        if state["ready"]:
+            return web.json_response(state)
+        waiting = [
+            what
+            for what, done in (
+                ("partitions assigned", state["partitions_assigned"]),
+                ("live config read", state["live_config_read"]),
+            )
+            if not done
+        ]
+        message = "not ready: waiting for " + " and ".join(waiting)
+        return web.json_response(
+            {"code": "not_ready", "message": message, **state},
+            status=503,
+            headers={"Retry-After": "1"},
+        )
+
+    return handler
+
+
 def _metrics(app: Any, runtime: Runtime):
     async def handler(request: web.Request) -> web.Response:
         return web.Response(
@@ -123,7 +160,11 @@ async def forward_get(url: str, request: web.Request) -> web.Response:
     """A GET answered by another worker (the owner of a key); auth header passed on."""
     headers = {"Authorization": request.headers.get("Authorization", "")}
     timeout = aiohttp.ClientTimeout(total=10)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
-        async with session.get(url, headers=headers) as resp:
-            body = await resp.read()
-            return web.Response(body=body, status=resp.status, content_type="application/json")
+    try:
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            async with session.get(url, headers=headers) as resp:
+                body = await resp.read()
+                return web.Response(body=body, status=resp.status, content_type="application/json")
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        log.warning("the worker owning a key did not answer: %s", type(exc).__name__)
+        return error(503, "the worker that owns this did not answer; retry", "unavailable")

@@ -271,8 +271,9 @@ def validate(edit: Any) -> list[dict[str, str]]:
                     )
             if cond.get("match"):
                 problems += match_problems(cond["match"], names, f"{cl}.match")
-            if cond.get("type") == "exit" and cond.get("trigger") in (None, ""):
-                problems.append(_problem(f"{cl}.trigger", "an exit needs a trigger"))
+            actions = ("trigger", "add_to_list", "remove_from_list")
+            if cond.get("type") == "exit" and all(cond.get(a) in (None, "") for a in actions):
+                problems.append(_problem(f"{cl}.trigger", "an exit needs an action"))
             for v, var in enumerate(cond.get("variables") or []):
                 if var not in names:
                     problems.append(_problem(f"{cl}.variables[{v}]", f"unknown data map {var!r}"))
@@ -363,6 +364,34 @@ class FakeState:
                 }
             )
         return {"from": iso(start), "to": iso(end), "rules": out}
+
+    def late_person(self) -> dict[str, Any]:
+        """A phone's events delivered hours late, still arriving: a lifetime that ended in
+        event time waits out the lateness window (app.timeline)."""
+        now = self.now
+        body = self.person()
+        until = iso(now + timedelta(seconds=40))
+        body.update(userId="late1", person="u:late1", primaryKey="late1@example.com")
+        body["lateness"] = {"until": until, "inputs": 2}
+        body["instances"] = [
+            {
+                "rule": "Coupon entered but did not complete order",
+                "instance": "i-late",
+                "position": 0,
+                "started": iso(now - timedelta(hours=3)),
+                "reached": iso(now - timedelta(hours=3)),
+                "transaction": "c-9",
+                "variables": {},
+                "next": {
+                    "at": iso(now - timedelta(hours=1)),
+                    "what": "lifetime expires",
+                    "heldUntil": until,
+                    "note": f"fires at {until} unless a late event moves it "
+                    "(the person's events are still arriving)",
+                },
+            }
+        ]
+        return body
 
     def person(self) -> dict[str, Any]:
         now = self.now
@@ -616,6 +645,8 @@ def make_app(state: FakeState, token: str = TOKEN) -> web.Application:
             return web.json_response(state.person())
         if q.get("anonymousId") in ("anon-1", "anon-2"):
             return web.json_response(state.person())
+        if q.get("userId") == "late1":
+            return web.json_response(state.late_person())
         return web.json_response({"message": "no such user in this account"}, status=404)
 
     @routes.get("/api/accounts/{account}/deliveries")

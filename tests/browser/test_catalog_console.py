@@ -27,6 +27,9 @@ def tid(name: str) -> str:
     return f"[data-testid={name}]"
 
 
+TRIGGER_NOTE = f"{tid('cond-trigger-picker')} {tid('catalog-note')}"
+
+
 @pytest.fixture
 def worker(make_stack, simulator):
     stack = make_stack(accounts={"acme": account_config(simulator, rules=[WELCOME_RULE])})
@@ -68,7 +71,7 @@ def test_pick_a_field_and_an_event_by_name(page, worker):
     expect(error).to_be_empty()
     exit_row = page.locator(tid("cond-row")).nth(1)
     trigger = exit_row.locator(tid("cond-trigger"))
-    expect(exit_row.locator(tid("catalog-note"))).to_have_text("segment.com test event")
+    expect(exit_row.locator(TRIGGER_NOTE)).to_have_text("segment.com test event")
     trigger.fill("welcome ser")
     expect(options).to_have_count(1)
     expect(options.first).to_contain_text("Welcome series")
@@ -83,3 +86,62 @@ def test_pick_a_field_and_an_event_by_name(page, worker):
     conditions = config["config"]["rules"][0]["conditions"]
     assert conditions[1]["trigger"] == 1302
     assert conditions[0]["match"] == r'traits.order-id != null and traits.first\ name = "Ann"'
+
+
+def test_pick_contact_lists_by_name_for_an_exit(page, worker, simulator):
+    """The exit's contact lists picked by name (the ids are stored), the trigger cleared:
+    a list-only exit is valid; a list id the account does not have is a warning."""
+    from playwright.sync_api import expect
+
+    page.add_init_script(f"localStorage.setItem('emd.adminToken', {json.dumps(ADMIN_TOKEN)})")
+    options = page.locator(f"{tid('catalog-options')}:visible {tid('catalog-option')}")
+    page.goto(worker.url + f"/#/acme/rule/{RULE}")
+    start_row, exit_row = page.locator(tid("cond-row")).nth(0), page.locator(tid("cond-row")).nth(1)
+    expect(start_row.locator(tid("cond-add_to_list"))).to_be_disabled()  # only an exit has one
+
+    add = exit_row.locator(tid("cond-add_to_list"))
+    add.fill("vip")
+    expect(options).to_have_count(1)
+    expect(options.first).to_contain_text("VIP customers")
+    options.first.click()
+    expect(add).to_have_value("750504659")
+    picker = exit_row.locator(tid("cond-add-list-picker"))
+    expect(picker.locator(tid("catalog-note"))).to_have_text("VIP customers")
+
+    remove = exit_row.locator(tid("cond-remove_from_list"))
+    remove.fill("999")
+    note = exit_row.locator(f"{tid('cond-remove-list-picker')} {tid('catalog-note')}")
+    expect(note).to_have_text("⚠ This Emarsys account has no contact list 999")
+    remove.fill("abandon")
+    expect(options).to_have_count(1)
+    options.first.click()
+    expect(remove).to_have_value("750504660")
+    expect(note).to_have_text("Cart abandoners")
+
+    # Without a trigger the lists alone are the exit's actions; without both it has none.
+    trigger = exit_row.locator(tid("cond-trigger"))
+    trigger.fill("")
+    expect(page.locator(tid("validation-status"))).to_contain_text("Valid")
+    add.fill("")
+    remove.fill("")
+    error = page.locator(f"{tid('field-error')}[data-location='conditions[1].trigger']")
+    expect(error).to_contain_text("an exit needs an action")
+    add.fill("VIP")
+    options.first.click()
+    remove.fill("Cart")
+    options.first.click()
+    expect(error).to_be_empty()
+    page.click(tid("save-rule"))
+    expect(page.locator(tid("save-result"))).to_contain_text("Saved as version")
+
+    config = http("GET", f"{worker.url}/api/accounts/acme/config", headers=admin()).json()
+    exit_ = config["config"]["rules"][0]["conditions"][1]
+    assert exit_ == {
+        "sequence": 1,
+        "type": "exit",
+        "on": "any",
+        "wait": "1h",
+        "add_to_list": 750504659,
+        "remove_from_list": 750504660,
+        "variables": [],
+    }

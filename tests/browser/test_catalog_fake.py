@@ -33,6 +33,9 @@ def tid(name: str) -> str:
     return f"[data-testid={name}]"
 
 
+TRIGGER_NOTE = f"{tid('cond-trigger-picker')} {tid('catalog-note')}"
+
+
 def test_data_map_field_by_name_and_unknown_ids_warn(console, fake):
     from playwright.sync_api import expect
 
@@ -94,24 +97,24 @@ def test_rule_editor_external_event_by_name(console, fake):
     exit_row = conds.nth(2)
     trigger = exit_row.locator(tid("cond-trigger"))
     expect(trigger).to_have_value("1234")
-    expect(exit_row.locator(tid("catalog-note"))).to_have_text("segment.com test event")
+    expect(exit_row.locator(TRIGGER_NOTE)).to_have_text("segment.com test event")
     # Not an exit: no picker opens on a disabled trigger, and no note.
     start = conds.nth(0)
     expect(start.locator(tid("cond-trigger"))).to_be_disabled()
-    expect(start.locator(tid("catalog-note"))).to_be_empty()
+    expect(start.locator(TRIGGER_NOTE)).to_be_empty()
 
     trigger.fill("cart")
     options = page.locator(f"{tid('catalog-options')}:visible {tid('catalog-option')}")
     expect(options).to_have_count(1)
     options.first.click()
     expect(trigger).to_have_value("1301")
-    expect(exit_row.locator(tid("catalog-note"))).to_have_text("Cart abandoned")
+    expect(exit_row.locator(TRIGGER_NOTE)).to_have_text("Cart abandoned")
 
     # A name works too (the sink resolves it); an unknown one is a warning.
     trigger.fill("welcome series")
-    expect(exit_row.locator(tid("catalog-note"))).to_have_text("Welcome series · id 1302")
+    expect(exit_row.locator(TRIGGER_NOTE)).to_have_text("Welcome series · id 1302")
     trigger.fill("Nope event")
-    expect(exit_row.locator(tid("catalog-note"))).to_have_text(
+    expect(exit_row.locator(TRIGGER_NOTE)).to_have_text(
         "⚠ This Emarsys account has no external event “Nope event”"
     )
     trigger.fill("1302")
@@ -138,3 +141,22 @@ def test_an_unreachable_catalog_leaves_the_editors_working(console, fake):
     page.click(tid("save-datamaps"))
     expect(page.locator(tid("save-result"))).to_contain_text("Saved as version 4")
     assert fake.state.configs["demo"]["data_maps"][0]["field"] == 1
+
+
+def test_a_long_name_keeps_the_list_open_and_a_page_scroll_closes_it(console, fake):
+    """An input scrolls its own text sideways once it is full: that is no page scroll."""
+    from playwright.sync_api import expect
+
+    page = console
+    page.set_viewport_size({"width": 1400, "height": 500})  # the page can scroll
+    page.goto(fake.url + "/#/demo/rules")
+    page.click(f"{tid('rule-link')}:has-text('{COUPON}')")
+    exit_row = page.locator(tid("cond-row")).nth(2)
+    trigger = exit_row.locator(tid("cond-trigger"))
+    trigger.fill("")
+    trigger.press_sequentially("segment.com test event")  # wider than the input
+    assert trigger.evaluate("el => el.scrollWidth > el.clientWidth")
+    options = page.locator(f"{tid('catalog-options')}:visible {tid('catalog-option')}")
+    expect(options).to_have_count(1)
+    page.mouse.wheel(0, 300)
+    expect(page.locator(f"{tid('catalog-options')}:visible")).to_have_count(0)

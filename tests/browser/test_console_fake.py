@@ -316,9 +316,9 @@ def test_new_rule_and_problems_of_the_whole_rule(console, fake):
     conds = page.locator(tid("cond-row"))
     conds.nth(0).locator(tid("cond-match")).fill('type = "identify"')
     conds.nth(0).locator(tid("cond-on")).select_option("identify")
-    # The exit has no trigger yet.
+    # The exit has no action yet.
     error = page.locator(f"{tid('field-error')}[data-location='conditions[1].trigger']")
-    expect(error).to_contain_text("an exit needs a trigger")
+    expect(error).to_contain_text("an exit needs an action")
     conds.nth(1).locator(tid("cond-trigger")).fill("welcome-email")
     expect(error).to_be_empty()
     # An exit that is not last is a problem of the conditions as a whole.
@@ -374,6 +374,19 @@ def test_person_page_answers_why(console, fake):
     expect(failed).to_have_count(1)
     expect(failed).to_contain_text("No contact found")
     expect(page.locator(tid("events-table"))).to_contain_text("Coupon Entered")
+
+
+def test_person_page_says_when_a_deadline_waits_out_the_lateness_window(console, fake):
+    from playwright.sync_api import expect
+
+    page = console
+    page.goto(fake.url + "/#/demo/person?userId=late1")
+    expect(page.locator(tid("person-userid"))).to_have_text("late1")
+    expect(page.locator(tid("person-lateness"))).to_contain_text("open until")
+    expect(page.locator(tid("instance-held"))).to_contain_text("unless a late event moves it")
+    verdict = page.locator(tid("person-verdict"))
+    expect(verdict).to_contain_text("waiting out the lateness window")
+    expect(verdict).to_contain_text("unless a late event moves it")
 
 
 def test_deliveries_and_dead_letters(console, fake):

@@ -209,7 +209,9 @@ class Stack:
     def topic(self, suffix: str) -> str:
         return f"{self.app_id}-{suffix}"
 
-    def start_worker(self, datadir: str | None = None, wait: bool = True) -> Worker:
+    def start_worker(
+        self, datadir: str | None = None, wait: bool = True, env: dict[str, str] | None = None
+    ) -> Worker:
         index = len(self.workers)
         port = free_port()
         log_path = self.tmp / f"{self.app_id}-worker{index}-{port}.log"
@@ -217,6 +219,7 @@ class Stack:
             os.environ,
             EMD_ADMIN_TOKEN=ADMIN_TOKEN,
             PYTHONUNBUFFERED="1",
+            **(env or {}),
         )
         data = datadir or str(self.tmp / f"{self.app_id}-data{index}")
         proc = subprocess.Popen(

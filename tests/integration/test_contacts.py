@@ -229,10 +229,16 @@ def test_two_workers_answer_for_every_person(broker, simulator, tmp_path):
             )
         for u in users:
             for i in (0, 1):
+                # The link is made where the anonymousId lives, one hop after the identify
+                # reached the user: wait for the lookup to follow it.
                 body = wait_for(
-                    lambda u=u, i=i: (lambda r: r.json() if r.status == 200 else None)(
-                        s.user("acme", i=i, anonymousId=f"anon-{u}")
-                    ),
+                    lambda u=u, i=i: (
+                        lambda r: (
+                            r.json()
+                            if r.status == 200 and r.json().get("person") == f"u:{u}"
+                            else None
+                        )
+                    )(s.user("acme", i=i, anonymousId=f"anon-{u}")),
                     what=f"user {u} from worker {i}",
                 )
                 assert body["person"] == f"u:{u}" and body["primaryKey"] == f"{u}@example.com"

@@ -164,7 +164,10 @@ def topic_records(run: str) -> list[tuple[bytes | None, bytes | None, list[tuple
     for body in collect(message_bytes(), 200):
         records.append((key, body, []))
     for msg in collect(hostile_messages(), 200):
-        records.append((keys.key("acme", str(msg.get("userId"))), encode(msg), []))
+        # A hostile userId may hold a lone surrogate: key it as raw bytes, as a producer
+        # that does not check would.
+        ident = str(msg.get("userId")).encode("utf-8", "surrogatepass")
+        records.append((b"acme" + keys.SEP.encode() + ident, encode(msg), []))
     # Every field, one wrong type each, with a fresh userId (so nothing dedupes them away).
     for i, (field, value) in enumerate(
         collect(st.tuples(st.sampled_from(FIELDS), hostile_values), 80)

@@ -169,7 +169,14 @@ def test_every_route_is_in_the_matrix() -> None:
     assert not unserved, f"documented but not served: {sorted(unserved)}"
     # Every /api/ route is an admin route (the document cannot mark one public by mistake).
     assert all(e.kind == "admin" for e in MATRIX if e.path.startswith("/api/accounts"))
-    assert {e.path for e in PUBLIC} == {"/health", "/metrics", "/api/openapi.json", "/", STATIC}
+    assert {e.path for e in PUBLIC} == {
+        "/health",
+        "/ready",
+        "/metrics",
+        "/api/openapi.json",
+        "/",
+        STATIC,
+    }
     assert len(ADMIN) >= 13 and len(INGEST) == 9
 
 

@@ -119,6 +119,12 @@ def test_example_config_is_valid() -> None:
     exit_ = rule.conditions[2]
     assert (exit_.type, exit_.wait, exit_.trigger) == ("exit", 3600.0, 1234)
     assert exit_.variables == ["coupon", "ecom_revenue"]
+    lists = demo.rules[1].conditions[1]  # the simulator's lists, by name
+    assert (lists.trigger, lists.add_to_list, lists.remove_from_list) == (
+        None,
+        "VIP customers",
+        "Cart abandoners",
+    )
 
 
 def test_example_config_takes_secrets_from_the_environment() -> None:
@@ -551,12 +557,114 @@ def test_trigger_id_or_name_is_fine(trigger: Any) -> None:
     assert load(data).accounts["demo"].rules[0].conditions[2].trigger == trigger
 
 
-def test_exit_without_trigger() -> None:
+def test_exit_without_any_action() -> None:
     data = base()
     del account(data)["rules"][0]["conditions"][2]["trigger"]
     assert problems(data) == [
-        f"{RULE}.conditions[2].trigger: an exit needs a trigger (external event id or name)"
+        f"{RULE}.conditions[2].trigger: an exit needs an action: a trigger (external event id "
+        "or name), add_to_list or remove_from_list (contact list id or name)"
     ]
+
+
+@pytest.mark.parametrize(
+    "actions",
+    [
+        {"add_to_list": 750504659},
+        {"remove_from_list": "Cart abandoners"},
+        {"add_to_list": "VIP customers", "remove_from_list": 750504660},
+        {"trigger": 1234, "add_to_list": "750504659"},
+        {"trigger": "segment.com test event", "remove_from_list": 7.0},
+    ],
+)
+def test_list_actions_with_or_without_trigger(actions: dict[str, Any]) -> None:
+    data = base()
+    exit_ = account(data)["rules"][0]["conditions"][2]
+    del exit_["trigger"], exit_["variables"]
+    exit_.update(actions)
+    loaded = load(data).accounts["demo"].rules[0].conditions[2]
+    for key, value in actions.items():
+        assert getattr(loaded, key) == (int(value) if isinstance(value, float) else value)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "fragment"),
+    [
+        ("add_to_list", 0, "0 is not a contact list id"),
+        ("remove_from_list", -3, "-3 is not a contact list id"),
+        ("add_to_list", "  ", "an empty contact list is neither an id nor a name"),
+        ("add_to_list", True, "True is not a contact list id (a whole number) or name (text)"),
+        ("remove_from_list", 2.5, "2.5 is not a contact list id"),
+        ("remove_from_list", ["VIP"], "is not a contact list id"),
+    ],
+)
+def test_list_action_neither_id_nor_name(key: str, value: Any, fragment: str) -> None:
+    data = base()
+    account(data)["rules"][0]["conditions"][2][key] = value
+    found = problems(data)
+    assert len(found) == 1, found
+    assert has(found, f"{RULE}.conditions[2].{key}", fragment), found
+
+
+@pytest.mark.parametrize(("index", "kind"), [(0, "start"), (1, "exclude")])
+@pytest.mark.parametrize("key", ["add_to_list", "remove_from_list"])
+def test_list_action_on_a_non_exit(index: int, kind: str, key: str) -> None:
+    data = base()
+    account(data)["rules"][0]["conditions"][index][key] = 750504659
+    assert problems(data) == [
+        f"{RULE}.conditions[{index}].{key}: only an exit has {key}, not a {kind}"
+    ]
+
+
+def test_variables_without_a_trigger_have_nothing_to_fill() -> None:
+    data = base()
+    exit_ = account(data)["rules"][0]["conditions"][2]
+    del exit_["trigger"]
+    exit_["add_to_list"] = "VIP customers"
+    assert problems(data) == [
+        f"{RULE}.conditions[2].variables: variables fill the trigger's data: this exit has "
+        "no trigger"
+    ]
+
+
+@pytest.mark.parametrize(("add", "remove"), [(750504659, "750504659"), ("VIP", " VIP ")])
+def test_adding_to_and_removing_from_one_list_is_refused(add: Any, remove: Any) -> None:
+    data = base()
+    account(data)["rules"][0]["conditions"][2].update(add_to_list=add, remove_from_list=remove)
+    found = problems(data)
+    assert len(found) == 1, found
+    assert has(found, f"{RULE}.conditions[2].remove_from_list", "the same list"), found
+
+
+def test_check_config_names_a_list_action_where_it_cannot_be(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = base()
+    account(data)["rules"][0]["conditions"][0]["add_to_list"] = "VIP customers"
+    del account(data)["rules"][0]["conditions"][2]["trigger"]
+    del account(data)["rules"][0]["conditions"][2]["variables"]
+    path = write(tmp_path, data)
+    assert check_config_main([str(path)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1:] == [
+        f"  {RULE}.conditions[0].add_to_list: only an exit has add_to_list, not a start",
+        f"  {RULE}.conditions[2].trigger: an exit needs an action: a trigger (external event "
+        "id or name), add_to_list or remove_from_list (contact list id or name)",
+    ]
+    account(data)["rules"][0]["conditions"][0].pop("add_to_list")
+    account(data)["rules"][0]["conditions"][2]["add_to_list"] = "VIP customers"
+    assert check_config_main([str(write(tmp_path, data))]) == 0
+
+
+def test_list_actions_round_trip_through_the_editable_view() -> None:
+    """GET config shows the list actions as written, and nothing for exits without them."""
+    from app.config.live import editable_view
+
+    data = base()
+    account(data)["rules"][0]["conditions"][2]["add_to_list"] = "VIP customers"
+    view = editable_view(load(data), "demo")
+    assert view["rules"][0]["conditions"][2]["add_to_list"] == "VIP customers"
+    assert "remove_from_list" not in view["rules"][0]["conditions"][2]
+    assert "add_to_list" not in view["rules"][0]["conditions"][0]
 
 
 @pytest.mark.parametrize(("index", "kind"), [(0, "start"), (1, "exclude")])
@@ -694,7 +802,7 @@ def test_check_config_ok_on_the_example(capsys: pytest.CaptureFixture[str]) -> N
     assert check_config_main([str(EXAMPLE)]) == 0
     out = capsys.readouterr().out
     assert "OK" in out
-    assert "1 account(s), 6 data map(s), 1 rule(s)" in out
+    assert "1 account(s), 6 data map(s), 2 rule(s)" in out
 
 
 def test_check_config_prints_every_problem(
@@ -798,3 +906,14 @@ def test_durations_in_the_config_are_seconds() -> None:
     assert config.dedupe_window == 172800.0
     assert config.sink.flush_interval == 0.25
     assert config.accounts["demo"].emarsys.timeout == 10.0
+
+
+def test_the_openapi_rule_schema_has_every_field_of_the_config() -> None:
+    """The API's description of rules and conditions cannot drift from the config model."""
+    from app.config.model import ConditionConfig, RuleConfig
+    from app.web.openapi import document
+
+    schemas = document()["components"]["schemas"]
+    assert set(schemas["ConditionConfig"]["properties"]) == set(ConditionConfig.model_fields)
+    assert set(schemas["Rule"]["properties"]) == set(RuleConfig.model_fields)
+    assert "at least one" in schemas["ConditionConfig"]["description"]

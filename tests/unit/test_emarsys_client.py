@@ -797,6 +797,121 @@ async def test_resolve_unknown_event(
     assert len(fake.seen) == 2
 
 
+# -- contact lists ----------------------------------------------------------------------------
+
+LISTS = (
+    200,
+    {
+        "replyCode": 0,
+        "replyText": "OK",
+        "data": [
+            {"id": "750504659", "name": "VIP customers", "created": "2026-01-01 00:00:00"},
+            {"id": 750504660, "name": "Cart abandoners", "type": 0},
+        ],
+    },
+)
+
+
+async def test_add_to_list_sends_key_id_and_external_ids(
+    fake: Fake, make: Callable[..., EmarsysClient]
+) -> None:
+    fake.script = [
+        (
+            200,
+            {
+                "replyCode": 0,
+                "replyText": "OK",
+                "data": {
+                    "inserted_contacts": 1,
+                    "errors": {"b@x.com": {"2008": "No contact found with the external id"}},
+                },
+            },
+        )
+    ]
+    result = await make().add_to_list(750504659, ["a@x.com", "b@x.com"])
+    assert result.count == 1
+    assert result.errors == {"b@x.com": (2008, "No contact found with the external id")}
+    [seen] = fake.seen
+    assert (seen.method, seen.path) == ("POST", "/api/v3/contactlist/750504659/add")
+    assert seen.body == {"key_id": 3, "external_ids": ["a@x.com", "b@x.com"]}
+
+
+async def test_remove_from_list_posts_to_delete_and_reads_deleted_contacts(
+    fake: Fake, make: Callable[..., EmarsysClient]
+) -> None:
+    fake.default = (200, {"replyCode": 0, "replyText": "OK", "data": {"deleted_contacts": 2}})
+    result = await make(key_field=4711).remove_from_list(7, ["a", "b"])
+    assert (result.count, result.errors) == (2, {})
+    assert fake.seen[0].path == "/api/v3/contactlist/7/delete"
+    assert fake.seen[0].body == {"key_id": 4711, "external_ids": ["a", "b"]}
+
+
+async def test_list_calls_take_at_most_ten_thousand_ids(
+    fake: Fake, make: Callable[..., EmarsysClient]
+) -> None:
+    client = make()
+    with pytest.raises(ValueError, match="10000"):
+        await client.add_to_list(1, [f"c{i}" for i in range(10_001)])
+    with pytest.raises(ValueError, match="empty external id"):
+        await client.remove_from_list(1, ["a", ""])
+    with pytest.raises(TypeError):
+        await client.add_to_list("VIP customers", ["a"])  # type: ignore[arg-type]
+    assert (await client.add_to_list(1, [])).count == 0
+    assert fake.seen == []
+    await client.add_to_list(1, [f"c{i}" for i in range(10_000)])
+    assert len(fake.seen[0].body["external_ids"]) == 10_000
+
+
+async def test_an_unknown_list_is_refused_and_not_retried(
+    fake: Fake, make: Callable[..., EmarsysClient]
+) -> None:
+    fake.default = (400, {"replyCode": 3004, "replyText": "Invalid contact list id: 9", "data": ""})
+    with pytest.raises(EmarsysRejected) as info:
+        await make(backoff=NO_JITTER).add_to_list(9, ["a@x.com"])
+    assert (info.value.status, info.value.reply_code) == (400, 3004)
+    assert len(fake.seen) == 1
+
+
+async def test_list_calls_are_retried_like_every_call(
+    fake: Fake, make: Callable[..., EmarsysClient], ft: FakeTime
+) -> None:
+    fake.script = [
+        (503, "busy"),
+        (429, "slow down", {"X-RateLimit-Reset": str(int(NOW) + 3)}),
+        (200, {"replyCode": 0, "replyText": "OK", "data": {"deleted_contacts": 1}}),
+    ]
+    result = await make(backoff=NO_JITTER).remove_from_list(5, ["a@x.com"])
+    assert result.count == 1 and len(fake.seen) == 3
+    assert ft.sleeps and ft.t >= NOW + 3
+
+
+async def test_resolve_list_id_by_name_cached_like_events(
+    fake: Fake, make: Callable[..., EmarsysClient], ft: FakeTime
+) -> None:
+    fake.default = LISTS
+    client = make()
+    assert await client.resolve_list_id(42) == 42
+    assert await client.resolve_list_id(" 750504660 ") == 750504660
+    assert fake.seen == []
+    assert await client.resolve_list_id("VIP customers") == 750504659
+    assert await client.resolve_list_id("cart ABANDONERS") == 750504660
+    assert [(s.method, s.path) for s in fake.seen] == [("GET", "/api/v3/contactlist")]
+    with pytest.raises(EmarsysRejected, match="no contact list named 'Nope'"):
+        await client.resolve_list_id("Nope")
+    assert len(fake.seen) == 1  # a fresh list is not refetched for an unknown name
+    ft.t += 61
+    with pytest.raises(EmarsysRejected):
+        await client.resolve_list_id("Nope")
+    assert len(fake.seen) == 2
+    ft.t += 600
+    assert await client.resolve_list_id("VIP customers") == 750504659
+    assert len(fake.seen) == 3
+    # The events' cache is its own: resolving an event name still asks GET /event.
+    fake.default = EVENTS
+    assert await client.resolve_event_id("welcome") == 7
+    assert fake.seen[-1].path == "/api/v3/event"
+
+
 # -- logging ----------------------------------------------------------------------------------
 
 

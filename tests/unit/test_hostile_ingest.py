@@ -32,7 +32,7 @@ import aiohttp
 import orjson
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -56,6 +56,7 @@ from tests.hostile import (
     record_counts,
     single_body,
 )
+from tests.servers import WorkerServer
 
 CONFIG = """
 accounts:
@@ -139,7 +140,10 @@ class Fuzz:
 
     @staticmethod
     async def _client(app: web.Application) -> TestClient:
-        client = TestClient(TestServer(app), connector=aiohttp.TCPConnector(force_close=True))
+        client = TestClient(
+            WorkerServer(app),
+            connector=aiohttp.TCPConnector(force_close=True),
+        )
         await client.start_server()
         return client
 

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -26,6 +26,7 @@ from app.metrics import Metrics
 from app.segment.model import BATCH_MAX_MESSAGES, parse_iso, parse_message
 from app.web.auth import basic_username, bearer_token, signature_ok
 from app.web.ingest import Ingest, Record
+from tests.servers import WorkerServer
 
 CONFIG = """
 accounts:
@@ -102,7 +103,7 @@ def make_app(sink: Sink, metrics: Metrics, max_in_flight: int = 256) -> web.Appl
 @pytest.fixture
 async def h() -> AsyncIterator[Harness]:
     sink, metrics = Sink(), Metrics()
-    async with TestClient(TestServer(make_app(sink, metrics))) as client:
+    async with TestClient(WorkerServer(make_app(sink, metrics), metrics)) as client:
         yield Harness(client, sink, metrics)
 
 
@@ -620,7 +621,9 @@ async def test_dead_letter_failure_is_503_not_a_silent_drop(h: Harness) -> None:
 async def test_too_many_in_flight_is_429_with_retry_after() -> None:
     sink, metrics = Sink(), Metrics()
     sink.gate = asyncio.Event()
-    async with TestClient(TestServer(make_app(sink, metrics, max_in_flight=1))) as client:
+    async with TestClient(
+        WorkerServer(make_app(sink, metrics, max_in_flight=1), metrics)
+    ) as client:
         first = asyncio.create_task(client.post("/v1/track", json=track(), headers=AUTH))
         await asyncio.wait_for(sink.entered.wait(), 5)
         resp = await client.post("/v1/track", json=track(userId="u2"), headers=AUTH)
@@ -715,7 +718,10 @@ class SyncHarness:
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
         self.sink, self.metrics = Sink(), Metrics()
-        self.client = TestClient(TestServer(make_app(self.sink, self.metrics)), loop=self.loop)
+        self.client = TestClient(
+            WorkerServer(make_app(self.sink, self.metrics), self.metrics),
+            loop=self.loop,
+        )
         self.loop.run_until_complete(self.client.start_server())
 
     def post(self, path: str, data: bytes, headers: dict[str, str]) -> int:

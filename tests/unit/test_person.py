@@ -487,3 +487,91 @@ def test_delete_effect_names_the_contact(account: Account) -> None:
     }
     assert delete_effect(account, "u:u1", None) is None
     assert delete_effect(account, "u:u1", new_record()) is None
+
+
+# --------------------------------------------------------------------------- list actions
+
+LIST_CONFIG = (
+    CONFIG
+    + """\
+      - name: vip
+        conditions:
+          - {sequence: 0, type: start, on: track, match: 'ecom_event = "Big Order"'}
+          - {sequence: 1, type: exit, trigger: 1302, add_to_list: 750504659,
+             remove_from_list: Cart abandoners, variables: [coupon]}
+      - name: newsletter
+        conditions:
+          - {sequence: 0, type: start, on: track, match: 'ecom_event = "Subscribed"'}
+          - {sequence: 1, type: exit, add_to_list: Newsletter subscribers}
+"""
+)
+
+
+@pytest.fixture(scope="module")
+def list_account() -> Account:
+    config = load_config_text(LIST_CONFIG, env={})
+    return Account("acme", config.accounts["acme"])
+
+
+def test_an_exit_sends_its_trigger_then_its_list_actions(list_account: Account) -> None:
+    rec = known(list_account)
+    out = event(list_account, rec, track("Big Order", coupon="V"), at=T + 10)
+    trigger, add, remove = out.effects
+    # The trigger is exactly what it was before list actions existed.
+    assert trigger == {
+        "op": "trigger",
+        "account": "acme",
+        "person": "u:u1",
+        "contact": EMAIL,
+        "user_id": "u1",
+        "rule": "vip",
+        "event": 1302,
+        "trigger_id": trigger["trigger_id"],
+        "instance": trigger["instance"],
+        "event_time": "2023-11-14T22:13:30Z",
+        "data": {"global": {"coupon": "V"}},
+    }
+    common = {
+        "account": "acme",
+        "person": "u:u1",
+        "contact": EMAIL,
+        "user_id": "u1",
+        "rule": "vip",
+        "trigger_id": trigger["trigger_id"],
+        "instance": trigger["instance"],
+        "event_time": "2023-11-14T22:13:30Z",
+    }
+    assert add == {"op": "list_add", "list": 750504659, **common}
+    assert remove == {"op": "list_remove", "list": "Cart abandoners", **common}
+    assert [t.kind for t in out.transitions] == ["started", "triggered"]  # one exit
+
+
+def test_a_list_only_exit_sends_only_the_list_action(list_account: Account) -> None:
+    rec = known(list_account)
+    out = event(list_account, rec, track("Subscribed"), at=T + 10)
+    (effect,) = out.effects
+    assert (effect["op"], effect["list"], effect["contact"]) == (
+        "list_add",
+        "Newsletter subscribers",
+        EMAIL,
+    )
+    assert out.funnel_counts() == {
+        ("newsletter", "started", int((T + 10) // 3600 * 3600)): 1,
+        ("newsletter", "triggered", int((T + 10) // 3600 * 3600)): 1,
+    }
+
+
+def test_list_actions_without_a_key_are_undeliverable(list_account: Account) -> None:
+    out = event(list_account, None, track("Big Order", user=None, anon="a1"), person="a:a1")
+    trigger, add, remove = out.effects
+    assert [e["op"] for e in out.effects] == ["undeliverable"] * 3
+    assert "action" not in trigger  # the trigger's undeliverable shape is unchanged
+    assert (add["action"], add["list"], remove["action"], remove["list"]) == (
+        "list_add",
+        750504659,
+        "list_remove",
+        "Cart abandoners",
+    )
+    for e in (add, remove):
+        assert e["contact"] is None and "context.traits.email" in e["reason"]
+        assert e["trigger_id"] == trigger["trigger_id"]

@@ -19,7 +19,7 @@ from app.account import Accounts
 from app.config import load_config_text
 from app.config.model import EmarsysConfig
 from app.delivery import Clients
-from app.emarsys.client import ContactResult, TriggerResult
+from app.emarsys.client import ContactResult, ListResult, TriggerResult
 from app.replay.cli import Progress, apply_effects, replay_main
 from app.replay.driver import ALIAS_LINKS_NOTHING, NO_CLOCK, NO_IDENTIFIER, Replay, effect_of
 
@@ -853,3 +853,136 @@ def test_the_console_script_dispatches_replay(tmp_path: Path, config_file: Path,
     assert cli.main(argv) == 0
     kinds = [orjson.loads(x)["kind"] for x in capsys.readouterr().out.splitlines()]
     assert kinds == ["contact_update", "summary"]
+
+
+# --------------------------------------------------------------------------- list actions
+
+LIST_RULES = """\
+      - name: VIP
+        conditions:
+          - {sequence: 0, type: start, on: track, match: 'ecom_event = "Big Order"'}
+          - {sequence: 1, type: exit, wait: 1h, trigger: 1302, add_to_list: 750504659,
+             remove_from_list: Cart abandoners}
+      - name: Newsletter
+        conditions:
+          - {sequence: 0, type: start, on: track, match: 'ecom_event = "Subscribed"'}
+          - {sequence: 1, type: exit, add_to_list: Newsletter subscribers}
+"""
+LIST_YAML = CONFIG_YAML + LIST_RULES
+
+
+def test_list_actions_are_lines_in_send_order_sharing_the_exits_trigger_id():
+    lines = run_all(
+        [track("Big Order", "10:00"), track("Subscribed", "10:30"), clock_event("12:00")],
+        config(LIST_YAML),
+    )
+    kinds = [(x["kind"], x["at"]) for x in lines[:-1]]
+    assert kinds == [
+        ("contact_update", iso("10:00")),
+        ("list_add", iso("10:30")),  # the newsletter exit fires at once
+        ("trigger", iso("11:00")),
+        ("list_add", iso("11:00")),
+        ("list_remove", iso("11:00")),
+    ]
+    newsletter, trig, add, remove = lines[1:5]
+    assert newsletter == {
+        "kind": "list_add",
+        "at": iso("10:30"),
+        "account": "acme",
+        "rule": "Newsletter",
+        "list": "Newsletter subscribers",
+        "contact": EMAIL,
+        "user_id": "u1",
+        "event_time": iso("10:30"),
+        "trigger_id": newsletter["trigger_id"],
+    }
+    assert (add["list"], remove["list"]) == (750504659, "Cart abandoners")
+    assert add["trigger_id"] == remove["trigger_id"] == trig["trigger_id"]
+    s = summary(lines)
+    assert (s["triggers"], s["list_adds"], s["list_removes"], s["undeliverable"]) == (1, 2, 1, 0)
+    assert s["transitions"]["triggered"] == 2  # two exits, four actions
+
+
+def test_list_actions_without_a_contact_key_are_undeliverable_counted_per_exit():
+    events = [
+        track("Big Order", "10:00", email=None),
+        track("Subscribed", "10:10", email=None),
+        clock_event("12:00"),
+    ]
+    lines = run_all(events, config(LIST_YAML))
+    actions = [x for x in lines if x["kind"] in ("trigger", "list_add", "list_remove")]
+    assert [x["kind"] for x in actions] == ["list_add", "trigger", "list_add", "list_remove"]
+    assert all(x["contact"] is None and "no primary key" in x["undeliverable"] for x in actions)
+    assert [effect_of(x) for x in actions] == [None] * 4
+    s = summary(lines)
+    assert (s["undeliverable"], s["triggers"], s["list_adds"]) == (2, 0, 0)
+
+
+def test_effect_of_a_list_line_is_what_the_sink_would_send():
+    lines = run_all([track("Subscribed", "10:30")], config(LIST_YAML))
+    line = next(x for x in lines if x["kind"] == "list_add")
+    assert effect_of(line) == {
+        "op": "list_add",
+        "account": "acme",
+        "contact": EMAIL,
+        "user_id": "u1",
+        "rule": "Newsletter",
+        "list": "Newsletter subscribers",
+        "trigger_id": line["trigger_id"],
+        "event_time": iso("10:30"),
+    }
+
+
+def test_cli_table_shows_list_actions(tmp_path: Path, capsys):
+    path = tmp_path / "config.yaml"
+    path.write_text(LIST_YAML)
+    events = write_events(
+        tmp_path / "e.jsonl",
+        [track("Subscribed", "10:30"), track("Subscribed", "10:40", user="x", email=None)],
+    )
+    assert replay_main(["--config", str(path), "--file", str(events), "--format", "table"]) == 0
+    out = capsys.readouterr().out
+    rows = out.splitlines()
+    detail_col = rows[0].index("details")
+    assert rows[2][detail_col:] == "Newsletter → add to list Newsletter subscribers"
+    assert "list_add" in rows[2]
+    assert (
+        "undeliverable" in rows[3] and "add to list Newsletter subscribers (no primary" in rows[3]
+    )
+    assert "1 list additions, 0 list removals (1 exits undeliverable: no contact key)" in out
+
+
+class ListClient(FakeClient):
+    lists = {"Newsletter subscribers": 750504658, "Cart abandoners": 750504660}
+
+    async def resolve_list_id(self, ref: int | str) -> int:
+        if isinstance(ref, int):
+            return ref
+        return self.lists[ref]
+
+    async def add_to_list(self, list_id: int, ids: list[str]) -> ListResult:
+        FakeClient.calls.append(("add", (list_id, ids)))
+        return ListResult(len(ids), {})
+
+    async def remove_from_list(self, list_id: int, ids: list[str]) -> ListResult:
+        FakeClient.calls.append(("remove", (list_id, ids)))
+        return ListResult(0, {i: (2008, "No contact found") for i in ids})
+
+
+def test_apply_sends_list_actions_after_the_upsert_and_reports_failures():
+    FakeClient.calls = []
+    lines = run_all([track("Big Order", "10:00"), clock_event("12:00")], config(LIST_YAML))
+    effects = [e for e in map(effect_of, lines) if e is not None]
+    assert [e["op"] for e in effects] == ["upsert", "trigger", "list_add", "list_remove"]
+    err = io.StringIO()
+    ok, failed = asyncio.run(
+        apply_effects(effects, Accounts(config(LIST_YAML)), Clients(ListClient), err)
+    )
+    assert (ok, failed) == (3, 1)
+    assert [c[0] for c in FakeClient.calls] == ["upsert", "add", "remove", "trigger"]
+    assert FakeClient.calls[1][1] == (750504659, [EMAIL])
+    assert FakeClient.calls[2][1] == (750504660, [EMAIL])
+    assert err.getvalue() == (
+        f"apply: remove from list Cart abandoners for '{EMAIL}' in acme failed "
+        "(replyCode 2008): No contact found\n"
+    )

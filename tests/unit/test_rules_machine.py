@@ -740,6 +740,77 @@ def test_an_event_only_evaluates_rules_that_can_match_its_name() -> None:
     assert sorted(rs.funnel_positions(p.state)) == ["X", *(f"Y{i}" for i in range(10))]
 
 
+# --------------------------------------------------------------------- exit actions
+
+
+def _list_rule(**actions: Any) -> RuleConfig:
+    """The coupon rule with its exit's actions replaced by ``actions``."""
+    cfg = coupon_rule()
+    exit_ = cfg.conditions[2].model_copy(update={"trigger": None, **actions})
+    return cfg.model_copy(update={"conditions": [*cfg.conditions[:2], exit_]})
+
+
+def test_an_exit_with_only_list_actions_fires_like_a_trigger() -> None:
+    """A list-only exit ends the instance as ``triggered`` (the funnel's exit count), at the
+    same time and with the same trigger_id as the rule with a trigger would."""
+    listed = Person(RuleSet([_list_rule(add_to_list=750504659, remove_from_list="Cart")],
+                            DATA_MAPS))  # fmt: skip
+    plain = Person(coupon_set())
+    for p in (listed, plain):
+        p.run([ev("Coupon Entered", t("10:00"), mid="c1", coupon="K")], t("12:00"))
+    [fired] = triggers(listed.effects)
+    [reference] = triggers(plain.effects)
+    assert (fired.at, fired.position, fired.trigger) == (t("11:00"), 1, None)
+    assert (fired.add_to_list, fired.remove_from_list) == (750504659, "Cart")
+    assert fired.trigger_id == reference.trigger_id
+    assert fired.instance_id == reference.instance_id
+    assert (reference.add_to_list, reference.remove_from_list) == (None, None)
+    assert listed.state["r"]["Coupon"]["i"] == []
+
+
+def test_an_exit_with_a_trigger_and_a_list_carries_both() -> None:
+    p = Person(RuleSet([_list_rule(trigger=1234, add_to_list="VIP customers")], DATA_MAPS))
+    p.run([ev("Coupon Entered", t("10:00"), coupon="K")], t("12:00"))
+    [fired] = triggers(p.effects)
+    assert (fired.trigger, fired.add_to_list, fired.remove_from_list) == (
+        1234,
+        "VIP customers",
+        None,
+    )
+    assert fired.variables == {"coupon": "K"}
+
+
+def test_ids_of_rules_without_list_actions_are_those_before_list_actions_existed() -> None:
+    """Emarsys dedupes triggers on trigger_id: an upgrade must not change it, nor the
+    instance ids and fingerprints that running instances carry (values pinned from the
+    release before list actions)."""
+    from app.rules.machine import _fingerprint, _instance_id
+
+    cfg = coupon_rule(transaction="cart_id")
+    rs = RuleSet([cfg], DATA_MAPS, salt="acme")
+    assert _fingerprint(cfg) == "1734773b"
+    assert _instance_id("Coupon", "msg-1", "A") == "57e6f813e274bf4d"
+    assert rs.trigger_id("Coupon", "57e6f813e274bf4d", 1) == (
+        "7ce9160bae9a4195fdcfb840be4ee92ad9746b0c"
+    )
+    p = Person(rs)
+    p.send(ev("Coupon Entered", t("10:00"), mid="msg-1", cart_id="A"))
+    assert p.state["r"]["Coupon"]["i"][0]["f"] == "1734773b"
+    [fired] = triggers(p.run([], t("12:00")))
+    assert fired.trigger_id == "7ce9160bae9a4195fdcfb840be4ee92ad9746b0c"
+
+
+def test_adding_a_list_action_keeps_running_instances_and_their_trigger_id() -> None:
+    before = Person(coupon_set())
+    before.send(ev("Coupon Entered", t("10:00"), mid="c1"))
+    after = Person(coupon_set())
+    after.send(ev("Coupon Entered", t("10:00"), mid="c1"))
+    after.rs = RuleSet([_list_rule(trigger=1234, add_to_list=750504659)], DATA_MAPS)
+    [old] = triggers(before.run([], t("12:00")))
+    [new] = triggers(after.run([], t("12:00")))
+    assert (new.at, new.trigger_id, new.add_to_list) == (old.at, old.trigger_id, 750504659)
+
+
 # --------------------------------------------------------------------- property
 
 

@@ -26,7 +26,7 @@ from app.segment import (
     parse_message,
     split_batch,
 )
-from app.segment.model import MODELS, TrackMessage
+from app.segment.model import MODELS, TrackMessage, format_millis
 
 EXAMPLES = Path("/work/shared/data/segment-examples")
 NOW = datetime(2030, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
@@ -835,8 +835,21 @@ def check_parse(obj: object) -> None:
     assert p.event_time.utcoffset() == timedelta(0)
     assert p.data["messageId"] == p.message_id
     assert isinstance(obj, dict)
+    corrected = (
+        obj.get("receivedAt") is None
+        and obj.get("sentAt") is not None
+        and (obj.get("timestamp") is not None or obj.get("originalTimestamp") is not None)
+    )
+    if corrected:
+        # Clock-skew correction: the event time is on our clock, never after receipt,
+        # and the client's own time is kept as originalTimestamp.
+        assert p.event_time <= NOW
+        own = obj.get("originalTimestamp")
+        assert p.data["originalTimestamp"] == (own if own is not None else obj["timestamp"])
     for key, value in obj.items():
         if key in ("writeKey", "messageId") or (key == "receivedAt" and value is None):
+            continue
+        if corrected and key in ("timestamp", "originalTimestamp"):
             continue
         declared = key in MODELS[p.type].model_fields
         if (
@@ -872,3 +885,102 @@ def test_split_batch_never_crashes(body: Any) -> None:
         return
     for item in items:
         check_parse(item)
+
+
+# --------------------------------------------------------------------------- clock skew
+
+RECEIVED = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+
+
+def _library_message(clock_offset: timedelta, queued: timedelta) -> dict[str, Any]:
+    """What a library on a device whose clock is ``clock_offset`` off sends: the event
+    happened ``queued`` before the batch left, both read on the device's clock."""
+    happened = RECEIVED - queued  # true time (no network delay, for simplicity)
+    device = happened + clock_offset
+    return {
+        "type": "track",
+        "userId": "u1",
+        "event": "E",
+        "timestamp": (device).isoformat(),
+        "sentAt": (device + queued).isoformat(),
+    }
+
+
+@pytest.mark.parametrize("offset_hours", [1, -1, 0, 26, -9])
+def test_a_device_clock_off_by_hours_gets_the_true_event_time(offset_hours: int) -> None:
+    queued = timedelta(seconds=42)
+    msg = _library_message(timedelta(hours=offset_hours), queued)
+    p = parse_message(msg, received_at=RECEIVED)
+    assert p.event_time == RECEIVED - queued  # neither an hour ahead nor "now"
+    assert p.data["timestamp"] == format_millis(RECEIVED - queued)
+    assert p.data["originalTimestamp"] == msg["timestamp"]  # the device's own reading
+    assert p.data["receivedAt"] == format_millis(RECEIVED)
+    again = parse_message(p.data)  # read back from the topic: the same time, not re-corrected
+    assert again.event_time == p.event_time
+
+
+def test_a_message_relayed_by_segment_is_not_corrected_again() -> None:
+    msg = {
+        **_library_message(timedelta(hours=1), timedelta(seconds=5)),
+        "receivedAt": "2026-03-01T11:00:00Z",
+    }
+    p = parse_message(msg, received_at=RECEIVED)
+    assert p.data["timestamp"] == msg["timestamp"] and "originalTimestamp" not in p.data
+
+
+def test_without_sent_at_nothing_is_corrected() -> None:
+    msg = {"type": "track", "userId": "u1", "event": "E", "timestamp": "2026-03-01T13:00:00Z"}
+    p = parse_message(msg, received_at=RECEIVED)
+    assert p.data["timestamp"] == msg["timestamp"]
+    assert p.event_time == datetime(2026, 3, 1, 13, tzinfo=UTC)
+
+
+def test_original_timestamp_is_the_client_time_when_there_is_no_timestamp() -> None:
+    msg = {
+        "type": "track",
+        "userId": "u1",
+        "event": "E",
+        "originalTimestamp": "2026-03-01T13:00:00Z",
+        "sentAt": "2026-03-01T13:00:10Z",
+    }
+    p = parse_message(msg, received_at=RECEIVED)
+    assert p.event_time == RECEIVED - timedelta(seconds=10)
+    assert p.data["originalTimestamp"] == msg["originalTimestamp"]
+
+
+def test_a_correction_past_the_receive_time_is_the_receive_time() -> None:
+    msg = {
+        "type": "track",
+        "userId": "u1",
+        "event": "E",
+        "timestamp": "2026-03-01T13:00:10Z",
+        "sentAt": "2026-03-01T13:00:00Z",  # sent before it happened: the clock jumped
+    }
+    assert parse_message(msg, received_at=RECEIVED).event_time == RECEIVED
+
+
+def test_batch_level_sent_at_applies_to_every_message_without_its_own() -> None:
+    sent = "2026-03-01T13:00:42Z"  # the device is an hour fast
+    body = {
+        "sentAt": sent,
+        "batch": [
+            {"type": "track", "userId": "u1", "event": "E", "timestamp": "2026-03-01T13:00:00Z"},
+            {
+                "type": "track",
+                "userId": "u1",
+                "event": "E",
+                "timestamp": "2026-03-01T13:00:00Z",
+                "sentAt": "2026-03-01T13:00:01Z",
+            },
+        ],
+    }
+    first, second = (parse_message(m, received_at=RECEIVED) for m in split_batch(body))
+    assert first.event_time == RECEIVED - timedelta(seconds=42)
+    assert second.event_time == RECEIVED - timedelta(seconds=1)  # its own sentAt wins
+
+
+@pytest.mark.parametrize("sent_at", [5, "yesterday", {"a": 1}])
+def test_an_invalid_batch_level_sent_at_is_refused(sent_at: Any) -> None:
+    with pytest.raises(InvalidMessage) as err:
+        split_batch({"sentAt": sent_at, "batch": []})
+    assert err.value.reason.startswith("sentAt:") and "batch-level" in err.value.reason

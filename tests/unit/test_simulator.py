@@ -366,11 +366,13 @@ async def test_getdata_found_and_not_found(api: Api) -> None:
 async def test_delete_and_translate_and_contact_list(api: Api) -> None:
     await api.upsert([{"3": "a@x.com"}, {"3": "b@x.com"}])
     status, body = await api.call(
-        "POST", "/contactlist/55/add", {"key_id": 3, "external_ids": ["a@x.com", "zz@x.com"]}
+        "POST",
+        "/contactlist/750504659/add",
+        {"key_id": 3, "external_ids": ["a@x.com", "zz@x.com"]},
     )
     assert status == 200 and body["data"]["inserted_contacts"] == 1
     assert "2008" in body["data"]["errors"]["zz@x.com"]
-    assert (await sim(api.client, "contacts?key=a@x.com"))["contacts"][0]["lists"] == [55]
+    assert (await sim(api.client, "contacts?key=a@x.com"))["contacts"][0]["lists"] == [750504659]
     status, body = await api.call(
         "POST", "/contact/delete", {"key_id": 3, "contacts": [{"3": "a@x.com"}, {"3": "q@x"}]}
     )
@@ -386,6 +388,87 @@ async def test_delete_and_translate_and_contact_list(api: Api) -> None:
         "string_id": "score",
         "application_type": "numeric",
     }
+
+
+# -- contact lists -----------------------------------------------------------------------
+
+VIP = 750504659
+
+
+async def members(api: Api, list_id: int) -> list[int]:
+    return (await sim(api.client, "lists"))["lists"].get(str(list_id), [])
+
+
+async def test_list_add_and_delete_are_idempotent_and_say_how_many_changed(api: Api) -> None:
+    status, body = await api.upsert([{"3": "a@x.com"}, {"3": "b@x.com"}])
+    a, b = (int(i) for i in body["data"]["ids"])
+    ids = {"key_id": 3, "external_ids": ["A@x.com", "b@x.com"]}  # the e-mail key ignores case
+    status, body = await api.call("POST", f"/contactlist/{VIP}/add", ids)
+    assert (status, body["replyCode"], body["data"]) == (
+        200,
+        0,
+        {"inserted_contacts": 2, "errors": {}},
+    )
+    status, body = await api.call("POST", f"/contactlist/{VIP}/add", ids)
+    assert body["data"] == {"inserted_contacts": 0, "errors": {}}  # members already
+    assert await members(api, VIP) == [a, b]
+    one = {"key_id": 3, "external_ids": ["a@x.com"]}
+    status, body = await api.call("POST", f"/contactlist/{VIP}/delete", one)
+    assert (status, body["data"]) == (200, {"deleted_contacts": 1, "errors": {}})
+    status, body = await api.call("POST", f"/contactlist/{VIP}/delete", one)
+    assert body["data"] == {"deleted_contacts": 0, "errors": {}}  # not a member: no error
+    assert await members(api, VIP) == [b]
+    assert (await sim(api.client, "contacts?key=a@x.com"))["count"] == 1  # still a contact
+    changes = (await sim(api.client, "list-changes?external_id=a@x.com"))["changes"]
+    assert [(c["op"], c["changed"]) for c in changes] == [
+        ("add", True),
+        ("add", False),
+        ("delete", True),
+        ("delete", False),
+    ]
+
+
+async def test_an_unknown_list_is_http_400_reply_code_3004(api: Api) -> None:
+    await api.upsert([{"3": "a@x.com"}])
+    for path in ("/contactlist/55/add", "/contactlist/55/delete", "/contactlist/x/add"):
+        status, body = await api.call("POST", path, {"key_id": 3, "external_ids": ["a@x.com"]})
+        assert (status, body["replyCode"]) == (400, 3004), path
+        assert "contact list" in body["replyText"]
+    assert (await sim(api.client, "lists"))["lists"] == {}
+
+
+async def test_missing_contacts_are_per_contact_errors_inside_http_200(api: Api) -> None:
+    await api.upsert([{"3": "a@x.com", "1": "Ann"}, {"3": "b@x.com", "1": "Ann"}])
+    ids = ["a@x.com", "nobody@x.com", ""]
+    status, body = await api.call(
+        "POST", f"/contactlist/{VIP}/delete", {"key_id": 3, "external_ids": ids}
+    )
+    assert (status, body["replyCode"], body["data"]["deleted_contacts"]) == (200, 0, 0)
+    errors = body["data"]["errors"]
+    assert errors["nobody@x.com"] == {
+        "2008": "No contact found with the external id: 3 - nobody@x.com"
+    }
+    assert "2005" in errors[""]
+    # Two contacts share a first name: a non-unique key matches no single contact.
+    status, body = await api.call(
+        "POST", f"/contactlist/{VIP}/add", {"key_id": 1, "external_ids": ["Ann"]}
+    )
+    assert "2010" in body["data"]["errors"]["Ann"] and body["data"]["inserted_contacts"] == 0
+
+
+async def test_list_calls_check_key_id_body_limit_and_auth(api: Api) -> None:
+    path = f"/contactlist/{VIP}/add"
+    status, body = await api.call("POST", path, {"key_id": 99, "external_ids": []})
+    assert (status, body["replyCode"]) == (400, 2004)
+    status, body = await api.call("POST", path, {"key_id": 3, "external_ids": "a@x.com"})
+    assert (status, body["replyCode"]) == (400, 1001)
+    many = [f"c{i}@x.com" for i in range(10_001)]
+    status, body = await api.call("POST", path, {"key_id": 3, "external_ids": many})
+    assert (status, body["replyCode"]) == (400, 1000)
+    status, body = await api.call("POST", path, {"key_id": 3, "external_ids": many[:10_000]})
+    assert status == 200 and len(body["data"]["errors"]) == 10_000  # none of them exist
+    resp = await api.client.post(V3 + path, json={"key_id": 3, "external_ids": []})
+    assert resp.status == 401 and (await resp.json())["replyCode"] == 1
 
 
 # -- triggers ----------------------------------------------------------------------------

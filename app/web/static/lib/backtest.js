@@ -79,7 +79,17 @@ function renderBacktest(res, rule, range, ms) {
   const lines = (res && res.lines) || [];
   const sum = (res && res.summary) || lines.find((l) => l.kind === "summary") || {};
   const tr = sum.transitions || {};
-  const triggers = lines.filter((l) => l.kind === "trigger" && (l.rule == null || l.rule === rule.name));
+  // Every action an exit would take (trigger, list add/remove), and the exits themselves
+  // (one per trigger_id: an exit with a trigger and a list action fired once).
+  const ACTION_KINDS = ["trigger", "list_add", "list_remove"];
+  const actions = lines.filter((l) => ACTION_KINDS.includes(l.kind) && (l.rule == null || l.rule === rule.name));
+  const seenExits = new Set();
+  const triggers = actions.filter((l) => {
+    const id = l.trigger_id ?? `${l.kind} ${l.at} ${l.contact}`;
+    if (seenExits.has(id)) return false;
+    seenExits.add(id);
+    return true;
+  });
   const undeliverable = triggers.filter((l) => l.undeliverable || l.contact == null);
   const updates = lines.filter((l) => l.kind === "contact_update").length;
   const rejected = lines.filter((l) => l.kind === "rejected");
@@ -115,7 +125,7 @@ function renderBacktest(res, rule, range, ms) {
   const more = h("div", { class: "toolbar", style: "margin-top:8px" });
   const drawTable = () => {
     const f = filter.toLowerCase();
-    const rows = triggers.filter(
+    const rows = actions.filter(
       (l) => !f || `${l.contact ?? ""} ${l.user_id ?? ""} ${JSON.stringify(l.data ?? {})}`.toLowerCase().includes(f),
     );
     fill(tbody,
@@ -133,7 +143,13 @@ function renderBacktest(res, rule, range, ms) {
                 {},
                 l.user_id ? h("a", { href: `#/${enc(state.account)}/person?userId=${enc(l.user_id)}` }, l.user_id) : h("span", { class: "muted" }, "—"),
               ),
-              h("td", {}, h("code", {}, String(l.external_event ?? "—"))),
+              h(
+                "td",
+                { testid: "backtest-action" },
+                l.kind === "trigger"
+                  ? h("code", {}, String(l.external_event ?? "—"))
+                  : [l.kind === "list_add" ? "add to list " : "remove from list ", h("code", {}, String(l.list))],
+              ),
               h(
                 "td",
                 {},
@@ -145,10 +161,10 @@ function renderBacktest(res, rule, range, ms) {
                     )
                   : h("span", { class: "muted" }, "—"),
               ),
-              h("td", {}, bad ? h("span", { class: "pill bad", title: l.undeliverable || "" }, `undeliverable: ${l.undeliverable || "no contact key"}`) : h("span", { class: "pill ok" }, "would trigger")),
+              h("td", {}, bad ? h("span", { class: "pill bad", title: l.undeliverable || "" }, `undeliverable: ${l.undeliverable || "no contact key"}`) : h("span", { class: "pill ok" }, l.kind === "trigger" ? "would trigger" : "would send")),
             );
           })
-        : [h("tr", {}, h("td", { colspan: 6, class: "empty" }, triggers.length ? "No match for this filter." : "Nobody would have been triggered in this period."))]),
+        : [h("tr", {}, h("td", { colspan: 6, class: "empty" }, actions.length ? "No match for this filter." : "Nobody would have been triggered in this period."))]),
     );
     fill(more,
       rows.length > shown
@@ -263,7 +279,7 @@ function renderBacktest(res, rule, range, ms) {
       h(
         "table",
         { testid: "backtest-table" },
-        h("thead", {}, h("tr", {}, ["When", "Contact", "User", "External event", "Data (variables)", ""].map((t) => h("th", {}, t)))),
+        h("thead", {}, h("tr", {}, ["When", "Contact", "User", "External event / list", "Data (variables)", ""].map((t) => h("th", {}, t)))),
         tbody,
       ),
     ),

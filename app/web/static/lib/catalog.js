@@ -54,13 +54,18 @@ export function findEntry(items, value, kind) {
 }
 
 let pickers = 0;
-let current = null; // the open picker: { list, close }
+let current = null; // the open picker: { input, list, close }
 
-// A page scroll would leave the open (fixed-position) list behind: close it instead.
+// A page scroll would leave the open (fixed-position) list behind: close it instead. Only
+// a scroll that moves the input counts (the document, or a box around it): an input
+// scrolls its own text sideways as it fills, and that must not close its list.
 window.addEventListener(
   "scroll",
   (ev) => {
-    if (current && !current.list.contains(ev.target)) current.close();
+    if (!current) return;
+    const t = ev.target;
+    const movesInput = t === document || (t instanceof Node && t !== current.input && t.contains(current.input));
+    if (movesInput && !current.list.contains(t)) current.close();
   },
   true,
 );
@@ -157,7 +162,7 @@ export function catalogPicker(input, { account, kind, testid }) {
     list.hidden = false;
     place();
     input.setAttribute("aria-expanded", "true");
-    current = { list, close };
+    current = { input, list, close };
   }
 
   function close() {

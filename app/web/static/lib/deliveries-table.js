@@ -9,12 +9,19 @@ function personHref(account, person, contact) {
   return null;
 }
 
+// What the call acted on: the external event of a trigger, the list of a list action.
+function target(d) {
+  if (d.event != null) return h("code", {}, String(d.event));
+  if (d.list != null) return [d.op === "list_remove" ? "remove from list " : "add to list ", h("code", {}, String(d.list))];
+  return h("span", { class: "muted" }, "—");
+}
+
 export function deliveryFailed(d) {
   return d.ok === false || d.op === "undeliverable";
 }
 
 export function deliveriesTable(account, list, { withPerson = false, testid = "deliveries-table" } = {}) {
-  const head = ["When", ...(withPerson ? ["Person"] : []), "Operation", "Outcome", "Contact", "Rule", "External event", "replyCode", "Text", "Details"];
+  const head = ["When", ...(withPerson ? ["Person"] : []), "Operation", "Outcome", "Contact", "Rule", "External event / list", "replyCode", "Text", "Details"];
   const rows = list.map((d) => {
     const failed = deliveryFailed(d);
     const href = withPerson ? personHref(account, d.person, d.contact) : null;
@@ -31,7 +38,7 @@ export function deliveriesTable(account, list, { withPerson = false, testid = "d
       h("td", {}, failed ? h("span", { class: "pill bad" }, d.op === "undeliverable" ? "undeliverable" : "failed") : h("span", { class: "pill ok" }, "ok")),
       h("td", {}, d.contact == null ? h("span", { class: "muted" }, "—") : h("code", {}, String(d.contact))),
       h("td", {}, d.rule || h("span", { class: "muted" }, "—")),
-      h("td", {}, d.event != null ? h("code", {}, String(d.event)) : h("span", { class: "muted" }, "—")),
+      h("td", { testid: "delivery-target" }, target(d)),
       h("td", { class: failed && d.code != null ? "error" : "" }, d.code != null ? h("code", {}, String(d.code)) : h("span", { class: "muted" }, "—")),
       h("td", { class: failed ? "error" : "" }, d.text || d.reason || ""),
       h("td", {}, details),

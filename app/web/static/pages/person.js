@@ -115,6 +115,9 @@ function renderPerson(account, p, config) {
   for (const d of deliveries.filter((x) => x.op === "trigger" && !deliveryFailed(x)).slice(0, 3)) {
     add("ok", h("b", {}, "Triggered"), d.rule ? ` “${d.rule}”` : "", d.event != null ? [" (external event ", h("code", {}, String(d.event)), ")"] : "", " at ", timeCell(d.at));
   }
+  for (const d of deliveries.filter((x) => (x.op === "list_add" || x.op === "list_remove") && !deliveryFailed(x)).slice(0, 3)) {
+    add("ok", h("b", {}, d.op === "list_add" ? "Added to list " : "Removed from list "), h("code", {}, String(d.list)), d.rule ? ` by “${d.rule}”` : "", " at ", timeCell(d.at));
+  }
   for (const inst of instances) {
     const rule = rulesByName.get(inst.rule);
     const next = inst.next;
@@ -124,10 +127,12 @@ function renderPerson(account, p, config) {
       ` at position ${inst.position}`,
       rule ? ` of ${maxSequence(rule)}` : "",
       next ? [`; next: ${next.what} `, timeCell(next.at)] : rule && rule.enabled === false ? "; the rule is disabled, so nothing fires." : "",
+      next && next.heldUntil ? ["; waiting out the lateness window: it ", h("b", { testid: "verdict-held" }, "fires at "), timeCell(next.heldUntil), " unless a late event moves it"] : "",
     );
   }
   const inProgress = new Set(instances.map((i) => i.rule));
-  const triggeredRules = new Set(deliveries.filter((d) => d.op === "trigger" || d.op === "undeliverable").map((d) => d.rule));
+  const exitOps = ["trigger", "undeliverable", "list_add", "list_remove"];
+  const triggeredRules = new Set(deliveries.filter((d) => exitOps.includes(d.op)).map((d) => d.rule));
   for (const r of config.rules || []) {
     if (inProgress.has(r.name) || triggeredRules.has(r.name)) continue;
     if (r.enabled === false) add("warn", h("b", {}, `“${r.name}”`), " is disabled.");
@@ -212,6 +217,8 @@ function renderPerson(account, p, config) {
           h("dd", {}, timeCell(p.lastSeen)),
           h("dt", {}, "Next deadline"),
           h("dd", { testid: "person-next-deadline" }, timeCell(p.nextDeadline)),
+          h("dt", {}, "Lateness window"),
+          h("dd", { testid: "person-lateness" }, p.lateness ? ["open until ", timeCell(p.lateness.until), ` (${p.lateness.inputs} recent event(s) kept in event-time order)`] : h("span", { class: "muted" }, "closed")),
         ),
       ),
       section(
@@ -244,7 +251,7 @@ function renderPerson(account, p, config) {
             h("td", {}, timeCell(i.reached)),
             h("td", {}, i.transaction != null ? h("code", {}, String(i.transaction)) : h("span", { class: "muted" }, "—")),
             h("td", {}, Object.keys(vars).length ? h("div", { class: "chips" }, Object.entries(vars).map(([k, v]) => h("span", { class: "chip" }, `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`))) : h("span", { class: "muted" }, "—")),
-            h("td", { testid: "instance-next" }, i.next ? [h("div", {}, i.next.what), timeCell(i.next.at)] : h("span", { class: "muted" }, "—")),
+            h("td", { testid: "instance-next" }, i.next ? [h("div", {}, i.next.what), timeCell(i.next.at), i.next.note ? h("div", { class: "small muted", testid: "instance-held" }, i.next.note) : null] : h("span", { class: "muted" }, "—")),
           );
         }),
         "No rule instance in progress.",

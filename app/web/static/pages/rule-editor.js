@@ -10,6 +10,12 @@ import { ProblemRegistry, fieldError, makeValidator } from "../lib/problems.js";
 
 const COND_TYPES = ["start", "step", "exclude", "exit"];
 const COND_ON = ["any", "track", "page", "screen", "identify", "group", "alias"];
+// An exit's actions besides the trigger: a contact list (id or name) each.
+const LIST_ACTIONS = [
+  { key: "add_to_list", label: "Add to list", testid: "cond-add-list-picker" },
+  { key: "remove_from_list", label: "Remove from list", testid: "cond-remove-list-picker" },
+];
+const asText = (v) => (v == null ? "" : String(v));
 
 function condFromApi(c) {
   return {
@@ -19,7 +25,9 @@ function condFromApi(c) {
     wait: c.wait == null ? "" : String(c.wait),
     within: c.within == null ? "" : String(c.within),
     match: c.match ?? "",
-    trigger: c.trigger == null ? "" : String(c.trigger),
+    trigger: asText(c.trigger),
+    add_to_list: asText(c.add_to_list),
+    remove_from_list: asText(c.remove_from_list),
     variables: [...(c.variables || [])],
   };
 }
@@ -31,6 +39,7 @@ function condToApi(c) {
   if (c.within.trim()) out.within = c.within.trim();
   if (c.match.trim()) out.match = c.match;
   if (c.type === "exit" && c.trigger.trim()) out.trigger = intOrRaw(c.trigger);
+  for (const { key } of LIST_ACTIONS) if (c.type === "exit" && c[key].trim()) out[key] = intOrRaw(c[key]);
   if (c.variables.length) out.variables = [...c.variables];
   return out;
 }
@@ -64,8 +73,8 @@ function newRuleModel() {
     transaction: "",
     enabled: true,
     conditions: [
-      { sequence: "0", type: "start", on: "track", wait: "", within: "", match: "", trigger: "", variables: [] },
-      { sequence: "1", type: "exit", on: "any", wait: "1h", within: "", match: "", trigger: "", variables: [] },
+      { sequence: "0", type: "start", on: "track", wait: "", within: "", match: "", trigger: "", add_to_list: "", remove_from_list: "", variables: [] },
+      { sequence: "1", type: "exit", on: "any", wait: "1h", within: "", match: "", trigger: "", add_to_list: "", remove_from_list: "", variables: [] },
     ],
   };
 }
@@ -258,10 +267,25 @@ export async function pageRuleEditor(ctx) {
       size: 12,
     });
     const triggerPicker = catalogPicker(trigger, { account, kind: "events", testid: "cond-trigger-picker" });
+    // The contact-list actions: one picker each, with its own message (its own location).
+    const lists = LIST_ACTIONS.map(({ key, label, testid }) => {
+      const input = text(key, {
+        "aria-label": `${label} of condition ${i + 1}`,
+        placeholder: c.type === "exit" ? "contact list id or name" : "exit only",
+        disabled: c.type !== "exit",
+        size: 12,
+      });
+      const picker = catalogPicker(input, { account, kind: "lists", testid });
+      const msg = fieldError(`${loc}.${key}`);
+      reg.add(`${loc}.${key}`, input, msg);
+      return { input, picker, box: h("div", { class: "list-action" }, h("span", { class: "small muted" }, label), picker, msg) };
+    });
     const type = select("type", COND_TYPES, { "aria-label": `Type of condition ${i + 1}` }, () => {
-      trigger.disabled = c.type !== "exit";
-      trigger.placeholder = c.type === "exit" ? "external event id or name" : "exit only";
-      triggerPicker.refresh();
+      for (const { input, picker } of [{ input: trigger, picker: triggerPicker }, ...lists]) {
+        input.disabled = c.type !== "exit";
+        input.placeholder = c.type !== "exit" ? "exit only" : input === trigger ? "external event id or name" : "contact list id or name";
+        picker.refresh();
+      }
     });
     const moveBtn = (dir, label, glyph) =>
       h(
@@ -285,7 +309,7 @@ export async function pageRuleEditor(ctx) {
       );
     const rowMsg = fieldError(loc);
     reg.add(loc, null, rowMsg);
-    const sub = h("tr", { class: "sub", hidden: true }, h("td", { colspan: 9 }, rowMsg));
+    const sub = h("tr", { class: "sub", hidden: true }, h("td", { colspan: 10 }, rowMsg));
     subRows.push(sub);
     const row = h(
       "tr",
@@ -310,6 +334,7 @@ export async function pageRuleEditor(ctx) {
         multiSelect(dmNames(), c.variables, changed, { testid: "cond-variables", label: `Variables of condition ${i + 1}` }),
       ),
       cell("trigger", trigger, triggerPicker),
+      h("td", { testid: "cond-lists" }, lists.map((l) => l.box)),
       h(
         "td",
         { class: "tight" },
@@ -347,7 +372,7 @@ export async function pageRuleEditor(ctx) {
     fill(condBody,
       ...(model.conditions.length
         ? model.conditions.flatMap(condRow)
-        : [h("tr", {}, h("td", { colspan: 9, class: "empty" }, "No conditions: add a start and an exit."))]),
+        : [h("tr", {}, h("td", { colspan: 10, class: "empty" }, "No conditions: add a start and an exit."))]),
     );
     reg.show(lastProblems, relativeTo(bodyIndex()));
   }
@@ -368,6 +393,8 @@ export async function pageRuleEditor(ctx) {
           within: "",
           match: "",
           trigger: "",
+          add_to_list: "",
+          remove_from_list: "",
           variables: [],
         });
         drawConditions();
@@ -396,7 +423,7 @@ export async function pageRuleEditor(ctx) {
           h(
             "tr",
             {},
-            ["Sequence", "Type", "data.type", "Wait time", "Within time", "Matching criteria", "Variables", "Trigger", ""].map((t) =>
+            ["Sequence", "Type", "data.type", "Wait time", "Within time", "Matching criteria", "Variables", "Trigger", "Contact lists", ""].map((t) =>
               h("th", { style: "position:static" }, t),
             ),
           ),
@@ -415,7 +442,12 @@ export async function pageRuleEditor(ctx) {
         h("li", {}, h("b", {}, "start"), " (sequence 0) opens an instance when a matching event arrives."),
         h("li", {}, h("b", {}, "step"), " (sequence n) moves it from n−1 to n; ", h("i", {}, "wait"), ": only events at least this long after reaching n−1 count; ", h("i", {}, "within"), ": otherwise it expires."),
         h("li", {}, h("b", {}, "exclude"), " (sequence n) ends an instance at position n when a matching event arrives."),
-        h("li", {}, h("b", {}, "exit"), " (the last sequence) triggers the Emarsys external event: without matching criteria after its wait, with them on a matching event."),
+        h(
+          "li",
+          {},
+          h("b", {}, "exit"),
+          " (the last sequence) acts in Emarsys: triggers the external event, adds the contact to a contact list, removes it from one (any of them; at least one). Without matching criteria after its wait, with them on a matching event. List changes go before the trigger, so the automation it starts sees them.",
+        ),
         h(
           "li",
           {},
