@@ -166,6 +166,7 @@ class AccountLane:
         self._wakeup = asyncio.Event()
         self._forward_wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._inflight_task: asyncio.Future[Any] | None = None
         self._forward_task: asyncio.Task[None] | None = None
 
     @property
@@ -266,20 +267,16 @@ class AccountLane:
         self.inflight, self.inflight_kind = items, kind
         started = self.last_call = time.monotonic()
         park_after = self.host.park_after()
-        task = asyncio.ensure_future(self.host.deliver(self, items))
+        task = self._inflight_task = asyncio.ensure_future(self.host.deliver(self, items))
         try:
             done, _ = await asyncio.wait({task}, timeout=park_after)
             if not done:
-                if kind == "direct" and self.can_park:
-                    task.cancel()
-                    await asyncio.wait({task})
-                    if not task.cancelled() and task.exception() is not None:
-                        log.debug("a cancelled delivery failed", exc_info=task.exception())
-                    self.inflight = []
-                    self._block(items)
-                    return
-                self._block(None)
-                await asyncio.wait({task})
+                self._block()  # a direct batch is cancelled and parked first
+            await asyncio.wait({task})
+            if self.inflight is not items:  # parked by _block: the parking topic has them
+                if not task.cancelled() and task.exception() is not None:
+                    log.debug("a cancelled delivery failed", exc_info=task.exception())
+                return
             unavailable, outputs = task.result()
         except asyncio.CancelledError:
             task.cancel()
@@ -289,7 +286,7 @@ class AccountLane:
             self.host.drop(items)
             return
         finally:
-            self.inflight, self.inflight_kind = [], None
+            self.inflight, self.inflight_kind, self._inflight_task = [], None, None
         self.failing = unavailable
         # Emarsys answered: the lane is healthy again if it answered in time, or if there
         # is nothing else to send (the next records go directly; a slow answer parks them
@@ -336,9 +333,12 @@ class AccountLane:
             and self.direct
             and time.monotonic() - self.direct[0].queued > self.host.park_after()
         ):
-            self._block(None)
+            self._block()
 
-    def _block(self, inflight: list[Item] | None) -> None:
+    def _block(self) -> None:
+        """Park: the direct batch in flight (cancelled), the queued records, the ones held
+        back by an unparking partition, and from now on every new one, in that order
+        (oldest first, per partition)."""
         if not self.blocked:
             log.warning(
                 "account %s: Emarsys failing or slow for %.0fs: parking its effects",
@@ -349,7 +349,13 @@ class AccountLane:
         self.blocked = True
         if not self.can_park:
             return
-        moved = list(inflight or []) + list(self.direct)  # oldest first, per partition
+        moved: list[Item] = []
+        task = self._inflight_task
+        if self.inflight_kind == "direct" and task is not None and not task.done():
+            task.cancel()  # it may have reached Emarsys: effects are idempotent
+            moved += self.inflight
+            self.inflight, self.inflight_kind = [], None
+        moved += self.direct
         self.direct.clear()
         for st in self.parts.values():
             if st.state == UNPARKING:
