@@ -3,8 +3,9 @@
 Faust hands each fetch to ``Pipeline.handle`` (``app.batching.consumer``): input records
 go through the identity stage, person-events through the person stage, each partition's
 records as one list, all of one fetch in one transaction (``app.batching.transaction``),
-whose spans are acked once the transaction is committed. Effects go to the sink's lanes
-(``agents.sink``), which ack theirs when Emarsys has answered. After every fetch the
+whose spans are acked once the transaction is committed. Effects (and the accounts'
+parking topics) go to the sink's lanes (``agents.sink``), which ack theirs when Emarsys
+has answered or the effects are parked. After every fetch the
 clock runs (``idle``): due deadlines and closing lateness windows of the person
 partitions this worker owns and has recovered, in a transaction of their own.
 
@@ -76,13 +77,13 @@ class Pipeline:
         self.sink = sink
         self.partitioner = partitioner
         self.clock = clock
-        self._claimed = {topics.input, topics.person, topics.effects}
+        self._claimed = {topics.input, topics.person}
         self._labels = bool(os.environ.get(CRASH_ENV))
 
     # ------------------------------------------------------------------ BatchHandler
 
     def claims(self, topic: str) -> bool:
-        return topic in self._claimed
+        return topic in self._claimed or self.sink.claims(topic)
 
     def _transaction(self) -> Transaction:
         producer = self.app.producer._ensure_producer()
@@ -94,7 +95,7 @@ class Pipeline:
         spans: list[Held] = []
         for tp, records in batches.items():
             held = consumer.hold(tp, records[0].offset, records[-1].offset)
-            if tp.topic == self.topics.effects:
+            if self.sink.claims(tp.topic):  # emarsys-effects and the parking topics
                 self.sink.accept(tp, records, held, consumer)
                 continue
             if tp.topic == self.topics.input:

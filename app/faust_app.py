@@ -19,16 +19,17 @@ from typing import Any
 import faust
 
 from agents.pipeline import Pipeline, TopicNames, subscribe
-from agents.sink import Sink
+from agents.sink import Sink, parking_topic
 from app import profiling, recovery_guard
-from app.batching.consumer import BatchTransport
 from app.batching.sender import Outbox, Partitioner
 from app.config import ConfigError, load_config
 from app.config_topic import ConfigTopic
 from app.delivery import Clients
 from app.emarsys.calls import call_counter
 from app.emarsys.client import EmarsysClient
+from app.fetch_wait import ShortFetchTransport
 from app.recent import RecentDeliveries, RecentEvents
+from app.retries import RetryTracker
 from app.runtime import Runtime
 from app.settings import Settings
 from app.stages.flow import PartitionFlow
@@ -111,7 +112,9 @@ class EmdApp(faust.App):
     worker: Worker | None = None
 
     def _new_transport(self) -> Any:
-        return BatchTransport(self.conf.broker_consumer, self)
+        # The batch consumer, with a short fetch wait (app.fetch_wait: Tansu answers a
+        # waiting fetch only when its wait ends).
+        return ShortFetchTransport(self.conf.broker_consumer, self)
 
     async def on_first_start(self) -> None:
         await super().on_first_start()
@@ -151,6 +154,10 @@ class Worker:
         self.person_topic = topic(self.names.person)
         self.effects_topic = topic(self.names.effects)
         self.dead_letter_topic = topic(self.names.dead)
+        # One parking topic per account (agents.lanes): where a failing account's effects
+        # wait, so they hold neither memory nor the other accounts' offsets.
+        self.parking_names = {a: parking_topic(config.app_id, a) for a in config.accounts}
+        self.parking_topics = [topic(name) for name in self.parking_names.values()]
         self.tables: Tables = build_tables(app, n, config.dedupe_window)
         self.live_config = ConfigTopic(runtime, self.config_topic_name)
         self.recent_events = RecentEvents()
@@ -159,22 +166,29 @@ class Worker:
         self.link = LinkStage(accounts, runtime.metrics, lambda: runtime.config.dedupe_window)
         self.person = PersonStage(accounts, runtime.metrics, self.recent_events, self.link)
         self.partitioner = Partitioner(n)
-        self.outbox = Outbox(
-            lambda: app.producer._ensure_producer(),  # type: ignore[attr-defined]
-            self.partitioner,
-            self.names.logical(),
-        )
+        producer = lambda: app.producer._ensure_producer()  # type: ignore[attr-defined]  # noqa: E731
+        self.outbox = Outbox(producer, self.partitioner, self.names.logical())
+        self.retries = RetryTracker()
         self.sink = Sink(
             runtime,
             Clients(
                 lambda account, cfg: EmarsysClient(
-                    account, cfg, on_response=call_counter(runtime.metrics, account)
+                    account,
+                    cfg,
+                    on_response=call_counter(runtime.metrics, account),
+                    on_retry=self.retries.hook(account),
                 )
             ),
             self.recent_deliveries,
             self.outbox,
             batch_size=lambda: runtime.config.sink.batch_size,
             flush_interval=lambda: runtime.config.sink.flush_interval,
+            effects_topic=self.names.effects,
+            parking_topics=self.parking_names,
+            producer=producer,
+            partitioner=self.partitioner,
+            retries=self.retries,
+            park_after=lambda: runtime.config.sink.park_after,
         )
         self.pipeline = Pipeline(
             app,
@@ -184,9 +198,17 @@ class Worker:
             self.sink,
             self.partitioner,
         )
-        subscribe(app, [self.input_topic, self.person_topic, self.effects_topic])
+        subscribe(
+            app, [self.input_topic, self.person_topic, self.effects_topic, *self.parking_topics]
+        )
         self.state = StateReader(
-            app, self.tables, self.recent_events, self.recent_deliveries, self.names.person, n
+            app,
+            self.tables,
+            self.recent_events,
+            self.recent_deliveries,
+            self.names.person,
+            n,
+            delivery_status=self.sink.status,
         )
         self.lag = LagGauge(self)
         app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
@@ -202,6 +224,7 @@ class Worker:
         n = config.partitions
         topics = {name: n for name in (self.names.input, self.names.person, self.names.effects)}
         topics[self.names.dead] = n
+        topics.update(dict.fromkeys(self.parking_names.values(), n))
         changelogs = {t.changelog_topic.get_topic_name() for t in self.tables.all()}
         topics.update(dict.fromkeys(changelogs, n))
         topics[self.config_topic_name] = 1

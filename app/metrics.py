@@ -22,6 +22,10 @@ _HELP = {
     "emd_dead_letters_total": "records written to the dead-letter topic",
     "emd_deliveries_reported_total": "Emarsys outcomes recorded in persons' delivery logs",
     "emd_sink_backlog": "effects waiting in the Emarsys sink",
+    "emd_account_backlog": "effects of the account not delivered yet (in memory and parked)",
+    "emd_account_oldest_effect_age_seconds": "age of the account's oldest undelivered effect",
+    "emd_account_retrying_calls": "Emarsys calls of the account being retried now",
+    "emd_account_parked": "1 while the account's effects are parked (its Emarsys failing)",
     "emd_consumer_lag": "messages between the committed offset and the end of each partition",
     "emd_http_bad_connections_total": "HTTP connections broken by the client (disconnected, "
     "malformed, body_timeout)",

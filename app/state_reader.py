@@ -10,7 +10,7 @@ in every partition database this worker holds (``Store._get_bucket_for_key``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from app.batching.sender import Partitioner
@@ -27,6 +27,7 @@ class StateReader:
         recent_deliveries: RecentDeliveries,
         person_topic: str,
         partitions: int,
+        delivery_status: Callable[[str], dict[str, Any]] | None = None,
     ) -> None:
         self.app = app
         self.tables = tables
@@ -34,6 +35,11 @@ class StateReader:
         self.recent_deliveries = recent_deliveries
         self.person_topic = person_topic
         self.partition_of = Partitioner(partitions)
+        self._delivery_status = delivery_status
+
+    def delivery_status(self, account: str) -> dict[str, Any] | None:
+        """This worker's delivery lane of ``account``: backlog, parking, calls retrying."""
+        return self._delivery_status(account) if self._delivery_status else None
 
     def link(self, key: bytes) -> bytes | None:
         return self.tables.links.get(key)

@@ -212,10 +212,13 @@ class AccountConfig(_Strict):
 
 
 class SinkConfig(_Strict):
-    """Batching of Emarsys calls."""
+    """Batching of Emarsys calls, and when an account's failing Emarsys gets parked."""
 
     batch_size: int = Field(default=1000, ge=1, le=1000)
     flush_interval: Duration = 1.0
+    #: An account whose call has been in flight this long (retrying 5xx or 429, a slow
+    #: Emarsys) has its effects parked in its parking topic (``agents.lanes``).
+    park_after: Duration = Field(default=10.0, gt=0)
 
 
 class Config(_Strict):

@@ -2,7 +2,8 @@
 
 ``call`` is one logical API call: auth (an OAuth bearer token, or a fresh WSSE header per
 request and per retry), the account's rate limit, and retries per ``app.emarsys.retry``
-until ``retry_for`` has passed. It returns the parsed envelope of a 2xx answer, raises
+until ``retry_for`` has passed; ``on_retry`` hears of every wait and of how a retried call
+ended (``RetryProgress``), so retries can be shown while they happen. It returns the parsed envelope of a 2xx answer, raises
 ``EmarsysRejected`` for an answer that retrying cannot fix (keeping HTTP status, replyCode
 and text for the delivery log) and ``EmarsysUnavailable`` when it gives up.
 
@@ -16,11 +17,12 @@ only: never bodies, tokens, secrets or key values.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import aiohttp
@@ -30,7 +32,15 @@ from app.config.model import EmarsysConfig
 from app.emarsys.auth import OAuthTokens, TokenError, wsse_header
 from app.emarsys.batching import CONTACT_MAX_BYTES, MAX_COUNT, TRIGGER_MAX_BYTES
 from app.emarsys.ratelimit import Clock, RateLimiter, Sleep
-from app.emarsys.retry import RETRIABLE_EXCEPTIONS, Backoff, classify, retry_delay
+from app.emarsys.retry import (
+    RETRIABLE_EXCEPTIONS,
+    Backoff,
+    RetryHook,
+    RetryOutcome,
+    RetryProgress,
+    classify,
+    retry_delay,
+)
 
 log = logging.getLogger("emd.emarsys")
 
@@ -247,10 +257,14 @@ class EmarsysClient:
         limiter: RateLimiter | None = None,
         backoff: Backoff | None = None,
         on_response: Callable[[str, str, int | None, int | None], None] | None = None,
+        on_retry: RetryHook | None = None,
     ) -> None:
         self.account = account
         # Called after every HTTP attempt with (method, path, status, replyCode): metrics.
         self._on_response = on_response
+        # Called before every wait between attempts and when a retried call ends.
+        self._on_retry = on_retry
+        self._call_ids = itertools.count(1)
         self.cfg = cfg
         self._clock = clock
         self._sleep = sleep
@@ -264,6 +278,7 @@ class EmarsysClient:
         self._tokens: OAuthTokens | None = None
         self._events = _Names("/event", "external event")
         self._lists = _Names("/contactlist", "contact list")
+        self._last_progress: dict[int, RetryProgress] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -330,7 +345,47 @@ class EmarsysClient:
         method = method.upper()
         body = None if json is None else orjson.dumps(json, option=orjson.OPT_NON_STR_KEYS)
         url = self.cfg.api_url + (path if path.startswith("/") else "/" + path)
-        deadline = self._clock() + self.cfg.retry_for
+        started = self._clock()
+        deadline = started + self.cfg.retry_for
+        call_id = next(self._call_ids)
+        outcome: RetryOutcome = "cancelled"  # unless it ends otherwise (CancelledError)
+        try:
+            reply = await self._attempts(
+                method, path, url, body, params, started, deadline, call_id
+            )
+            outcome = "ok"
+            return reply
+        except EmarsysUnavailable:
+            outcome = "gave_up"
+            raise
+        except Exception:
+            outcome = "rejected"  # refused, or an error retrying cannot fix
+            raise
+        finally:
+            last = self._last_progress.pop(call_id, None)
+            if last is not None:
+                self._report(replace(last, next_attempt_at=None, outcome=outcome))
+
+    def _report(self, progress: RetryProgress) -> None:
+        if self._on_retry is None:
+            return
+        try:
+            self._on_retry(progress)
+        except Exception:  # an observer must never break a call
+            log.debug("the retry hook failed", exc_info=True)
+
+    async def _attempts(
+        self,
+        method: str,
+        path: str,
+        url: str,
+        body: bytes | None,
+        params: Mapping[str, str] | None,
+        started: float,
+        deadline: float,
+        call_id: int,
+    ) -> Reply:
+        assert self._session is not None
         attempt = 0
         refreshed = False
 
@@ -428,6 +483,20 @@ class EmarsysClient:
                 attempt,
                 delay,
             )
+            progress = RetryProgress(
+                call_id=call_id,
+                method=method,
+                path=path,
+                attempt=attempt,
+                status=status,
+                reply_code=code,
+                reason=reason,
+                started_at=started,
+                gives_up_at=deadline,
+                next_attempt_at=now + delay,
+            )
+            self._last_progress[call_id] = progress
+            self._report(progress)
             await self._sleep(delay)
 
     # -- contacts --------------------------------------------------------------------------

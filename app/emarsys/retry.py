@@ -18,6 +18,7 @@ from typing import Any, Literal
 import aiohttp
 
 Decision = Literal["retry", "fail"]
+RetryOutcome = Literal["ok", "rejected", "gave_up", "cancelled"]
 
 RETRIABLE_EXCEPTIONS: tuple[type[BaseException], ...] = (
     TimeoutError,  # asyncio.TimeoutError is the same class since 3.11
@@ -53,6 +54,32 @@ class Backoff:
         if self.jitter == "none":
             return cap
         return rng(0.0, cap)
+
+
+@dataclass(frozen=True)
+class RetryProgress:
+    """Where a retried call stands, for whoever shows it (the deliveries view, metrics).
+
+    The client reports one before every wait (``outcome`` None: it will try again at
+    ``next_attempt_at``) and one when a call that was retried at least once ends
+    (``outcome`` set). Times are unix seconds of the client's clock. ``call_id`` is unique
+    per logical call of one client, so a tracker can replace and forget entries.
+    """
+
+    call_id: int
+    method: str
+    path: str
+    attempt: int  # attempts made so far
+    status: int | None  # HTTP status of the last attempt (None: no answer)
+    reply_code: int | None
+    reason: str  # the last failure, e.g. "HTTP 503 replyCode 503", "timeout"
+    started_at: float  # the call's first attempt
+    gives_up_at: float  # when retrying stops (``retry_for`` after the start)
+    next_attempt_at: float | None = None
+    outcome: RetryOutcome | None = None
+
+
+RetryHook = Callable[[RetryProgress], None]
 
 
 def classify(status: int | None, exc: BaseException | None = None) -> Decision:

@@ -5,7 +5,14 @@ It serves the contact, field, external-event and contact-list endpoints under ``
 the reference (``emarsys-api.md``) documents: the ``replyCode`` envelope, per-contact errors
 inside HTTP 200, batch limits, ``trigger_id`` deduplication, ``event_time`` checks, the
 per-credential rate limit with its headers. Faults (error rate, latency, outage) are
-injected on demand and everything that happened can be read back under ``/_sim/``.
+injected on demand, for every caller or for one API user (credential), and everything
+that happened can be read back under ``/_sim/``, including when each contact update and
+trigger was accepted (``/_sim/accepted``, for latency measurements).
+
+Several API users (OAuth clients, WSSE users) can be configured; they share one contact
+store (one Emarsys account with several API users), while faults and the rate limit are
+per API user: two of the app's accounts pointed at two API users see the one Emarsys
+down and the other up, as two customers' Emarsys accounts would be.
 
 A client that passes against this simulator should pass against Emarsys: where the
 reference leaves a detail open, the simulator picks the stricter reading. It is independent
@@ -107,6 +114,20 @@ def _default_contact_lists() -> list[dict[str, Any]]:
 
 
 @dataclass
+class CredentialFaults:
+    """Faults of one API user (an OAuth client id or a WSSE user name): its calls, token
+    requests included, answer 503 inside ``outage`` (a ``(start, end)`` clock window),
+    wait ``latency`` seconds first, and fail with 500 at ``error_rate``."""
+
+    outage: tuple[float, float] | None = None
+    latency: float = 0.0
+    error_rate: float = 0.0
+
+
+ACCEPT_LOG = 300_000  # accepted contact rows and triggers kept for /_sim/accepted
+
+
+@dataclass
 class SimulatorOptions:
     """How the simulator behaves; faults can be changed later through ``POST /_sim/faults``.
 
@@ -125,6 +146,7 @@ class SimulatorOptions:
     error_rate: float = 0.0
     latency: float = 0.0
     outage: tuple[float, float] | None = None
+    credential_faults: dict[str, CredentialFaults] = field(default_factory=dict)
     custom_fields: list[dict[str, Any]] = field(default_factory=_default_custom_fields)
     events: list[dict[str, Any]] = field(default_factory=_default_events)
     contact_lists: list[dict[str, Any]] = field(default_factory=_default_contact_lists)
@@ -405,6 +427,9 @@ class Simulator:
         self.wipes: list[dict[str, Any]] = []
         self.calls: list[dict[str, Any]] = []
         self.windows: dict[str, deque[float]] = {}
+        # (time, credential, op, key value, fields or (event id, trigger_id)), oldest first
+        self.accepted: deque[tuple[float, str | None, str, Any, Any]] = deque(maxlen=ACCEPT_LOG)
+        self.accepted_total = 0
 
     # -- contacts store ------------------------------------------------------------------
 
@@ -515,6 +540,38 @@ class Simulator:
         window = self.options.outage
         return window is not None and window[0] <= now < window[1]
 
+    def _accept(self, now: float, op: str, key: Any, what: Any) -> None:
+        call = _CALL.get()
+        self.accepted.append((now, call.credential if call is not None else None, op, key, what))
+        self.accepted_total += 1
+
+    def _caller(self, request: web.Request, api: str | None) -> str | None:
+        """The API user a request comes from, read without side effects (no nonce is
+        used up, no token checked), so its own faults can apply before authentication."""
+        if api is None:
+            if request.path != "/oauth2/token":
+                return None
+            return _basic_credentials(request.headers.get("Authorization", ""))[0]
+        if api == "v2":
+            parts = parse_wsse(request.headers.get("X-WSSE", ""))
+            return parts["Username"] if parts else None
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        entry = self.tokens.get(token.strip()) if scheme.lower() == "bearer" else None
+        return entry[0] if entry is not None else None
+
+    async def _credential_faults(self, request: web.Request, api: str | None) -> None:
+        faults = self.options.credential_faults
+        who = self._caller(request, api) if faults else None
+        f = faults.get(who) if who is not None else None
+        if f is None:
+            return
+        if f.latency > 0:
+            await asyncio.sleep(f.latency)
+        if f.outage is not None and f.outage[0] <= self.clock() < f.outage[1]:
+            raise ApiError(503, 503, "Service Unavailable")
+        if f.error_rate > 0 and self.rng.random() < f.error_rate:
+            raise ApiError(500, 6001, "request interpretation error")
+
     # -- envelope ------------------------------------------------------------------------
 
     @staticmethod
@@ -544,7 +601,10 @@ class Simulator:
     async def _json(request: web.Request, limit: int, too_big_code: int) -> Json:
         if request.content_length is not None and request.content_length > limit:
             raise ApiError(413, too_big_code, f"Request body larger than {limit} bytes")
-        raw = await request.read()
+        try:
+            raw = await request.read()
+        except ConnectionResetError as exc:  # the caller gave up mid-request (a timeout)
+            raise ApiError(400, 1010, "the request body was cut off") from exc
         if len(raw) > limit:
             raise ApiError(413, too_big_code, f"Request body larger than {limit} bytes")
         try:
@@ -593,6 +653,7 @@ class Simulator:
                 "reply_code": call.reply_code,
                 "contacts": call.contacts,
                 "auth": call.auth,
+                "credential": call.credential,
             }
         )
         log.info("%s %s %s", request.method, path, response.status)
@@ -608,6 +669,8 @@ class Simulator:
         try:
             if self._in_outage(now):
                 raise ApiError(503, 503, "Service Unavailable")
+            await self._credential_faults(request, api)
+            now = self.clock()
             if api is not None:
                 call.auth, call.credential = self._authenticate(request, api, now)
                 allowed, rate_headers = self._rate(call.credential, now)
@@ -647,6 +710,8 @@ class Simulator:
         if form.get("grant_type") != "client_credentials":
             return web.json_response({"error": "unsupported_grant_type"}, status=400)
         assert client_id is not None
+        if call is not None:
+            call.credential = f"oauth:{client_id}"
         token = secrets.token_urlsafe(32)
         ttl = int(self.options.token_ttl)
         now = self.clock()
@@ -729,6 +794,7 @@ class Simulator:
                     self._record_wipe(contact, fid, key_id, key_value, had)
                 self._set_field(contact, fid, value)
             applied.append(contact.id)
+            self._accept(now, mode, key_value, c)
         if list_id is not None and applied:
             self.lists.setdefault(list_id, set()).update(applied)
         data: dict[str, Any] = {"ids": ids}
@@ -986,9 +1052,12 @@ class Simulator:
             "fired_at": now,
             "duplicates": 0,
         }
+        call = _CALL.get()
+        record["credential"] = call.credential if call is not None else None
         self.fired.append(record)
         if dedupe is not None:
             self._fired_by_trigger[dedupe] = record
+        self._accept(now, "trigger", item.get("external_id"), (event_id, trigger_id))
 
     # -- /_sim ---------------------------------------------------------------------------
 
@@ -1041,6 +1110,34 @@ class Simulator:
             }
         )
 
+    async def sim_accepted(self, request: web.Request) -> web.Response:
+        """What was accepted, oldest first: ``{"i", "t", "credential", "op", "key", ...}``
+        with ``op`` ``upsert``/``create`` (and ``fields``) or ``trigger`` (and
+        ``event_id``, ``trigger_id``; a deduplicated repeat is not an acceptance).
+        ``since=N`` skips the first N ever accepted; ``credential`` (a client id or WSSE
+        user, with or without its ``oauth:``/``wsse:`` prefix) and ``op`` filter. Keeps
+        the latest 300,000."""
+        try:
+            since = int(request.query.get("since", "0"))
+        except ValueError:
+            return web.json_response({"error": "since must be an integer"}, status=400)
+        who = request.query.get("credential")
+        op = request.query.get("op")
+        first = self.accepted_total - len(self.accepted)
+        rows: list[dict[str, Any]] = []
+        for n, (t, cred, kind, key, what) in enumerate(self.accepted, start=first):
+            if n < since or (op and kind != op):
+                continue
+            if who and cred != who and (cred or "").partition(":")[2] != who:
+                continue
+            row: dict[str, Any] = {"i": n, "t": t, "credential": cred, "op": kind, "key": key}
+            if kind == "trigger":
+                row["event_id"], row["trigger_id"] = what
+            else:
+                row["fields"] = what
+            rows.append(row)
+        return web.json_response({"next": self.accepted_total, "accepted": rows})
+
     async def sim_wipes(self, request: web.Request) -> web.Response:
         return web.json_response({"count": len(self.wipes), "wipes": self.wipes})
 
@@ -1054,7 +1151,42 @@ class Simulator:
             "outage_seconds": remaining,
             "rate_limit_per_minute": o.rate_limit_per_minute,
             "token_ttl": o.token_ttl,
+            "credentials": {
+                name: {
+                    "error_rate": f.error_rate,
+                    "latency": f.latency,
+                    "outage_seconds": (
+                        max(0.0, f.outage[1] - now)
+                        if f.outage and f.outage[0] <= now < f.outage[1]
+                        else 0.0
+                    ),
+                }
+                for name, f in sorted(o.credential_faults.items())
+            },
         }
+
+    def _set_credential_faults(self, name: Any, body: dict[str, Any]) -> web.Response:
+        """``POST /_sim/faults {"credential": NAME, ...}``: faults of one API user only."""
+        if not isinstance(name, str) or not name:
+            return web.json_response({"error": "credential must be a name"}, status=400)
+        unknown = set(body) - {"credential", "error_rate", "latency", "outage_seconds"}
+        if unknown:
+            return web.json_response({"error": f"unknown keys: {sorted(unknown)}"}, status=400)
+        f = self.options.credential_faults.get(name) or CredentialFaults()
+        try:
+            error_rate = float(body.get("error_rate", f.error_rate))
+            latency = float(body.get("latency", f.latency))
+            outage = float(body["outage_seconds"]) if "outage_seconds" in body else None
+        except (TypeError, ValueError):
+            return web.json_response({"error": "values must be numbers"}, status=400)
+        if not 0.0 <= error_rate <= 1.0 or latency < 0 or (outage or 0) < 0:
+            return web.json_response({"error": "value out of range"}, status=400)
+        f.error_rate, f.latency = error_rate, latency
+        if outage is not None:
+            now = self.clock()
+            f.outage = (now, now + outage) if outage > 0 else None
+        self.options.credential_faults[name] = f
+        return web.json_response(self._faults())
 
     async def sim_get_faults(self, request: web.Request) -> web.Response:
         return web.json_response(self._faults())
@@ -1066,6 +1198,8 @@ class Simulator:
             return web.json_response({"error": "invalid JSON"}, status=400)
         if not isinstance(body, dict):
             return web.json_response({"error": "expected a JSON object"}, status=400)
+        if "credential" in body:
+            return self._set_credential_faults(body["credential"], body)
         unknown = set(body) - {
             "error_rate",
             "latency",
@@ -1185,6 +1319,7 @@ def _copy_options(options: SimulatorOptions) -> SimulatorOptions:
             error_rate=options.error_rate,
             latency=options.latency,
             outage=options.outage,
+            credential_faults=options.credential_faults,
             custom_fields=options.custom_fields,
             events=options.events,
             contact_lists=options.contact_lists,
@@ -1222,6 +1357,7 @@ def create_app(options: SimulatorOptions | None = None) -> web.Application:
     r.add_get("/_sim/calls", sim.sim_calls)
     r.add_get("/_sim/triggers", sim.sim_triggers)
     r.add_get("/_sim/wipes", sim.sim_wipes)
+    r.add_get("/_sim/accepted", sim.sim_accepted)
     r.add_get("/_sim/faults", sim.sim_get_faults)
     r.add_post("/_sim/faults", sim.sim_set_faults)
     r.add_post("/_sim/reset", sim.sim_reset)
@@ -1267,6 +1403,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--wsse-user", default="demo-user", help="WSSE user name")
     parser.add_argument("--wsse-secret", default="demo-secret", help="WSSE secret")
     parser.add_argument(
+        "--oauth-client",
+        action="append",
+        default=[],
+        metavar="ID:SECRET",
+        help="another OAuth client (API user); repeatable",
+    )
+    parser.add_argument(
+        "--wsse-credential",
+        action="append",
+        default=[],
+        metavar="USER:SECRET",
+        help="another WSSE user (API user); repeatable",
+    )
+    parser.add_argument(
         "--rate-limit",
         type=int,
         default=d.rate_limit_per_minute,
@@ -1280,10 +1430,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=None, help="seed for fault injection")
 
 
+def _pairs(values: list[str], flag: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for value in values:
+        name, sep, secret = value.partition(":")
+        if not sep or not name or not secret:
+            raise SystemExit(f"{flag} wants NAME:SECRET, not {value!r}")
+        out[name] = secret
+    return out
+
+
 def options_from_args(ns: argparse.Namespace) -> SimulatorOptions:
     return SimulatorOptions(
-        oauth_clients={ns.client_id: ns.client_secret},
-        wsse_users={ns.wsse_user: ns.wsse_secret},
+        oauth_clients={
+            ns.client_id: ns.client_secret,
+            **_pairs(ns.oauth_client, "--oauth-client"),
+        },
+        wsse_users={
+            ns.wsse_user: ns.wsse_secret,
+            **_pairs(ns.wsse_credential, "--wsse-credential"),
+        },
         token_ttl=ns.token_ttl,
         rate_limit_per_minute=ns.rate_limit,
         error_rate=ns.error_rate,

@@ -208,7 +208,8 @@ class Inspect:
 
     async def deliveries(self, request: web.Request) -> web.Response:
         """A person's deliveries (same lookup parameters as /users), or without them the
-        account's recent deliveries from every worker's sink, newest first."""
+        account's recent deliveries from every worker's sink, newest first, with the calls
+        being retried right now and what waits to be delivered (``lanes``)."""
         from app.web.cluster import gather
 
         account, denied = self._check(request)
@@ -223,11 +224,47 @@ class Inspect:
                 {"account": account, "person": body["person"], "deliveries": body["deliveries"]}
             )
         if request.query.get("local") == "1":
-            return web.json_response({"deliveries": self.state.recent_deliveries.get(account)})
+            return web.json_response(
+                {
+                    "worker": str(self.app.conf.canonical_url).rstrip("/"),
+                    "deliveries": self.state.recent_deliveries.get(account),
+                    "lane": self.state.delivery_status(account),
+                }
+            )
         parts = await gather(self.app, request, request.path, {})
         merged = [d for part in parts for d in part.get("deliveries", [])]
         merged.sort(key=lambda d: d.get("at", ""), reverse=True)
         failed_only = request.query.get("failed") == "1"
         if failed_only:
             merged = [d for d in merged if not d.get("ok")]
-        return web.json_response({"account": account, "deliveries": merged[:500]})
+        return web.json_response(
+            {"account": account, "deliveries": merged[:500], **merge_lanes(parts)}
+        )
+
+
+_STATES = ("idle", "delivering", "parked")
+
+
+def merge_lanes(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Every worker's lane of the account as one: calls retrying (each with its worker)
+    and the backlog summed (``state`` is the worst of them: a parked lane anywhere)."""
+    retrying: list[dict[str, Any]] = []
+    workers: list[dict[str, Any]] = []
+    for part in parts:
+        lane = part.get("lane")
+        if not isinstance(lane, dict):
+            continue
+        worker = part.get("worker")
+        retrying += [{**r, "worker": worker} for r in lane.get("retrying", [])]
+        workers.append({"worker": worker, **{k: v for k, v in lane.items() if k != "retrying"}})
+    ages = [w["oldestAgeSeconds"] for w in workers if w.get("oldestAgeSeconds") is not None]
+    states = [w.get("state") for w in workers if w.get("state") in _STATES]
+    backlog = {
+        "state": max(states, key=_STATES.index) if states else "idle",
+        "effects": sum(w.get("backlog", 0) for w in workers),
+        "inMemory": sum(w.get("inMemory", 0) for w in workers),
+        "parked": sum(w.get("parked", 0) for w in workers),
+        "oldestAgeSeconds": max(ages) if ages else None,
+    }
+    retrying.sort(key=lambda r: r.get("since") or "")
+    return {"retrying": retrying, "backlog": backlog, "workers": workers}

@@ -123,6 +123,72 @@ DURATION = {
 }
 
 
+def _nullable(kind: str, **more: Any) -> dict[str, Any]:
+    return {"type": [kind, "null"], **more}
+
+
+RETRYING_CALL = {
+    "type": "object",
+    "description": "an Emarsys call being retried now (5xx, 429, timeouts)",
+    "properties": {
+        "call": {"type": "string", "description": "method and path, e.g. `PUT /contact/`"},
+        "attempt": {"type": "integer", "description": "attempts made so far"},
+        "lastStatus": _nullable("integer", description="HTTP status of the last attempt"),
+        "lastReplyCode": _nullable("integer", description="Emarsys replyCode, if any"),
+        "reason": {"type": "string"},
+        "since": {"type": "string", "format": "date-time"},
+        "nextAttemptAt": _nullable("string", format="date-time"),
+        "secondsToNextAttempt": _nullable("number"),
+        "givesUpAt": {"type": "string", "format": "date-time"},
+        "secondsUntilGivenUp": {"type": "number"},
+        "worker": {"type": "string", "description": "the worker making the call"},
+    },
+}
+LANE = {
+    "type": "object",
+    "description": "one worker's delivery lane of the account",
+    "properties": {
+        "worker": {"type": "string"},
+        "state": {"enum": ["idle", "delivering", "parked"]},
+        "backlog": {"type": "integer", "description": "effects not delivered yet"},
+        "inMemory": {"type": "integer"},
+        "parked": {"type": "integer", "description": "effects waiting in the parking topic"},
+        "oldestAgeSeconds": _nullable("number"),
+        "parkedPartitions": {"type": "array", "items": {"type": "integer"}},
+        "directPartitions": {"type": "array", "items": {"type": "integer"}},
+        "blockedSince": _nullable("string", format="date-time"),
+    },
+}
+DELIVERIES = {
+    "description": "OK",
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "account": {"type": "string"},
+                    "person": {"type": "string", "description": "with a person query only"},
+                    "deliveries": {"type": "array", "items": {"type": "object"}},
+                    "retrying": {"type": "array", "items": RETRYING_CALL},
+                    "backlog": {
+                        "type": "object",
+                        "description": "every worker's lane summed; `state` is the worst",
+                        "properties": {
+                            "state": {"enum": ["idle", "delivering", "parked"]},
+                            "effects": {"type": "integer"},
+                            "inMemory": {"type": "integer"},
+                            "parked": {"type": "integer"},
+                            "oldestAgeSeconds": _nullable("number"),
+                        },
+                    },
+                    "workers": {"type": "array", "items": LANE},
+                },
+            }
+        }
+    },
+}
+
+
 def _json(desc: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"description": desc, "content": {"application/json": {"schema": schema or {}}}}
 
@@ -559,7 +625,8 @@ def document() -> dict[str, Any]:
             "/api/accounts/{account}/deliveries": {
                 "get": _admin(
                     "Recent Emarsys calls and outcomes: a person's (with a person query) or "
-                    "the account's (`failed=1` for failures only)",
+                    "the account's (`failed=1` for failures only), then with the calls being "
+                    "retried right now and what waits to be delivered, from every worker",
                     "inspection",
                     [
                         *person_query,
@@ -570,6 +637,7 @@ def document() -> dict[str, Any]:
                             "description": "1: failures only",
                         },
                     ],
+                    ok=DELIVERIES,
                     extra=broker_down,
                 )
             },

@@ -651,7 +651,32 @@ def make_app(state: FakeState, token: str = TOKEN) -> web.Application:
 
     @routes.get("/api/accounts/{account}/deliveries")
     async def deliveries(request: web.Request) -> web.Response:
-        return web.json_response({"deliveries": state.deliveries()})
+        now = state.now
+        retrying = [
+            {
+                "call": "POST /event/1234/trigger",
+                "attempt": 4,
+                "lastStatus": 503,
+                "lastReplyCode": None,
+                "reason": "HTTP 503 replyCode None",
+                "since": iso(now - timedelta(seconds=40)),
+                "nextAttemptAt": iso(now + timedelta(seconds=8)),
+                "secondsToNextAttempt": 8.0,
+                "givesUpAt": iso(now + timedelta(minutes=59)),
+                "secondsUntilGivenUp": 3560.0,
+                "worker": "http://127.0.0.1:6066",
+            }
+        ]
+        backlog = {
+            "state": "parked",
+            "effects": 1234,
+            "inMemory": 200,
+            "parked": 1034,
+            "oldestAgeSeconds": 41.5,
+        }
+        return web.json_response(
+            {"deliveries": state.deliveries(), "retrying": retrying, "backlog": backlog}
+        )
 
     @routes.get("/api/accounts/{account}/dead-letters")
     async def dead_letters(request: web.Request) -> web.Response:

@@ -394,6 +394,12 @@ def test_deliveries_and_dead_letters(console, fake):
 
     page = console
     page.goto(fake.url + "/#/demo/deliveries")
+    expect(page.locator(tid("delivery-state"))).to_have_text("parked")
+    expect(page.locator(tid("backlog-effects"))).to_have_text("1,234")
+    retry = page.locator(tid("retry-row"))
+    expect(retry).to_have_count(1)
+    expect(retry).to_contain_text("POST /event/1234/trigger")
+    expect(retry.locator(tid("retry-gives-up"))).to_contain_text("59 min")
     rows = page.locator(tid("delivery-row"))
     expect(rows).to_have_count(30)
     page.check(tid("deliveries-failures"))

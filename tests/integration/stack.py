@@ -82,12 +82,20 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.25, what: str
 class Simulator:
     """The Emarsys simulator as a real process on its own port."""
 
-    def __init__(self, log_dir: Path) -> None:
+    def __init__(self, log_dir: Path, *args: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = open(log_dir / f"simulator-{self.port}.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "emarsys-simulator", "--port", str(self.port)],
+            [
+                sys.executable,
+                "-m",
+                "app.cli",
+                "emarsys-simulator",
+                "--port",
+                str(self.port),
+                *args,
+            ],
             cwd=ROOT,
             stdout=self.log,
             stderr=subprocess.STDOUT,

@@ -26,7 +26,7 @@ from app.emarsys.client import (
     EmarsysUnavailable,
     parse_reply,
 )
-from app.emarsys.retry import Backoff
+from app.emarsys.retry import Backoff, RetryProgress
 
 NOW = 1_700_000_000.0
 SECRET = "oauth-client-secret-xyz"
@@ -137,7 +137,9 @@ def ft() -> FakeTime:
 async def make(fake: Fake, ft: FakeTime) -> AsyncIterator[Callable[..., EmarsysClient]]:
     clients: list[EmarsysClient] = []
 
-    def factory(auth: str = "oauth2", backoff: Backoff | None = None, **over: Any) -> EmarsysClient:
+    def factory(
+        auth: str = "oauth2", backoff: Backoff | None = None, on_retry: Any = None, **over: Any
+    ) -> EmarsysClient:
         base: dict[str, Any] = {
             "api_url": f"{fake.url}/api/v3",
             "token_url": f"{fake.url}/oauth2/token",
@@ -153,7 +155,12 @@ async def make(fake: Fake, ft: FakeTime) -> AsyncIterator[Callable[..., EmarsysC
             )
         base.update(over)
         client = EmarsysClient(
-            "acme", EmarsysConfig(**base), clock=ft, sleep=ft.sleep, backoff=backoff
+            "acme",
+            EmarsysConfig(**base),
+            clock=ft,
+            sleep=ft.sleep,
+            backoff=backoff,
+            on_retry=on_retry,
         )
         clients.append(client)
         return client
@@ -356,6 +363,68 @@ async def test_gives_up_after_retry_for(
     assert "503" in e.reason and "6001" in e.reason
     assert ft.t - NOW <= 30
     assert len(fake.seen) == 7
+
+
+async def test_retry_progress_is_reported_before_each_wait_and_at_the_end(
+    fake: Fake, make: Callable[..., EmarsysClient], ft: FakeTime
+) -> None:
+    fake.script = [(503, {"replyCode": 6001, "replyText": "down"}), (500, "x"), (200, OK)]
+    seen: list[RetryProgress] = []
+    await make(backoff=NO_JITTER, on_retry=seen.append).call("PUT", "/contact/")
+    assert [(p.attempt, p.status, p.reply_code, p.outcome) for p in seen] == [
+        (1, 503, 6001, None),
+        (2, 500, None, None),
+        (2, 500, None, "ok"),
+    ]
+    first, second, end = seen
+    assert (first.method, first.path) == ("PUT", "/contact/")
+    assert first.next_attempt_at == NOW + 0.5 and second.next_attempt_at == NOW + 1.5
+    assert first.gives_up_at == NOW + 60 and first.started_at == NOW
+    assert "503" in first.reason and end.next_attempt_at is None
+    assert len({p.call_id for p in seen}) == 1
+
+
+async def test_retry_progress_ends_given_up_rejected_or_cancelled(
+    fake: Fake, make: Callable[..., EmarsysClient], ft: FakeTime
+) -> None:
+    seen: list[RetryProgress] = []
+    client = make(backoff=NO_JITTER, retry_for=2, on_retry=seen.append)
+    fake.default = (503, "down")
+    with pytest.raises(EmarsysUnavailable):
+        await client.call("GET", "/a")
+    assert seen[-1].outcome == "gave_up"
+    fake.default = (200, OK)
+    fake.script = [(502, "x"), (400, {"replyCode": 1001, "replyText": "bad"})]
+    with pytest.raises(EmarsysRejected):
+        await client.call("GET", "/b")
+    assert seen[-1].outcome == "rejected" and seen[-1].path == "/b"
+
+    # Cancelled while waiting (a lane giving up on a call): the end is reported too.
+    waiting = asyncio.Event()
+
+    async def stall(d: float) -> None:
+        waiting.set()
+        await asyncio.sleep(3600)
+
+    client._sleep = stall
+    fake.script = [(503, "down")]
+    task = asyncio.ensure_future(client.call("GET", "/c"))
+    await waiting.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert (seen[-1].path, seen[-1].outcome) == ("/c", "cancelled")
+    # A call that never retried reports nothing; a broken observer breaks nothing.
+    count = len(seen)
+    await client.call("GET", "/d")
+    assert len(seen) == count
+
+    def broken(progress: RetryProgress) -> None:
+        raise RuntimeError("observer bug")
+
+    fake.script = [(503, "down")]
+    reply = await make(backoff=NO_JITTER, on_retry=broken).call("GET", "/e")
+    assert reply.attempts == 2
 
 
 async def test_backoff_grows_and_is_capped_in_calls(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import hashlib
 import json
@@ -665,6 +666,7 @@ async def test_sim_calls_stats_and_reset(api: Api) -> None:
         "reply_code": 0,
         "contacts": 2,
         "auth": "bearer",
+        "credential": "oauth:demo-client",
     }
     assert second["contacts"] == 4 and bad["status"] == 400 and bad["reply_code"] == 5001
     assert [c["index"] for c in (await sim(client, "calls?since=2"))["calls"]] == [2, 3]
@@ -705,3 +707,98 @@ async def test_options_from_args_and_real_server() -> None:
             assert resp.status == 200 and (await resp.json())["expires_in"] == 3600
     finally:
         await runner.cleanup()
+
+
+# -- per API user faults and the accepted log -----------------------------------------------
+
+
+async def test_one_api_users_outage_leaves_the_other_answering(make: MakeClient) -> None:
+    client = await make(oauth_clients={"alpha": "a-secret", "beta": "b-secret"})
+    alpha = Api(client, await token(client, "alpha", "a-secret"))
+    beta = Api(client, await token(client, "beta", "b-secret"))
+    resp = await client.post("/_sim/faults", json={"credential": "alpha", "outage_seconds": 30})
+    faults = await resp.json()
+    assert faults["credentials"]["alpha"]["outage_seconds"] == 30
+    assert faults["outage_seconds"] == 0  # nobody else is affected
+    status, body = await alpha.upsert([{"3": "a@x.com"}])
+    assert (status, body["replyCode"]) == (503, 503)
+    assert (await beta.upsert([{"3": "b@x.com"}]))[0] == 200
+    # Its token requests fail too (the client's refresh cannot work around the outage).
+    resp = await client.post(
+        "/oauth2/token",
+        data={"grant_type": "client_credentials"},
+        auth=aiohttp.BasicAuth("alpha", "a-secret"),
+    )
+    assert resp.status == 503
+    clock_of(client).advance(31)
+    assert (await alpha.upsert([{"3": "a@x.com"}]))[0] == 200
+    calls = (await sim(client, "calls"))["calls"]
+    assert [(c["credential"], c["status"]) for c in calls if c["path"].endswith("/contact/")] == [
+        (None, 503),  # refused before it was authenticated
+        ("oauth:beta", 200),
+        ("oauth:alpha", 200),
+    ]
+    # Ended by hand, and bad input is refused.
+    await client.post("/_sim/faults", json={"credential": "alpha", "outage_seconds": 60})
+    await client.post("/_sim/faults", json={"credential": "alpha", "outage_seconds": 0})
+    assert (await alpha.upsert([{"3": "a@x.com"}]))[0] == 200
+    for bad in ({"credential": ""}, {"credential": "alpha", "rate_limit_per_minute": 1}):
+        assert (await client.post("/_sim/faults", json=bad)).status == 400
+    bad_rate = {"credential": "alpha", "error_rate": 3}
+    assert (await client.post("/_sim/faults", json=bad_rate)).status == 400
+
+
+async def test_one_api_users_latency_and_wsse_user_faults(make: MakeClient) -> None:
+    client = await make(wsse_users={"w1": "s1", "w2": "s2"})
+    await client.post("/_sim/faults", json={"credential": "w1", "outage_seconds": 10})
+    now = iso(T0)
+    r1 = await client.get(V2 + "/event", headers={"X-WSSE": wsse("w1", "s1", now)})
+    r2 = await client.get(V2 + "/event", headers={"X-WSSE": wsse("w2", "s2", now)})
+    assert (r1.status, r2.status) == (503, 200)
+    await client.post("/_sim/faults", json={"credential": "w2", "latency": 0.3})
+    started = asyncio.get_running_loop().time()
+    r2 = await client.get(V2 + "/event", headers={"X-WSSE": wsse("w2", "s2", now)})
+    assert r2.status == 200 and asyncio.get_running_loop().time() - started >= 0.3
+
+
+async def test_accepted_log_has_each_contact_row_and_first_trigger(make: MakeClient) -> None:
+    client = await make(oauth_clients={"alpha": "a", "beta": "b"})
+    alpha = Api(client, await token(client, "alpha", "a"))
+    beta = Api(client, await token(client, "beta", "b"))
+    await alpha.upsert([{"3": "a@x.com", "1": "Ann"}, {"3": "c@x.com"}])
+    clock_of(client).advance(2)
+    await beta.upsert([{"3": "b@x.com"}, {"3": ""}])  # the empty key is an error, not accepted
+    trigger = {"key_id": 3, "contacts": [{"external_id": "a@x.com", "trigger_id": "t1"}]}
+    await alpha.call("POST", "/event/1234/trigger", trigger)
+    await alpha.call("POST", "/event/1234/trigger", trigger)  # deduplicated: not again
+    log = await sim(client, "accepted")
+    assert log["next"] == 4
+    assert [(r["i"], r["credential"], r["op"], r["key"]) for r in log["accepted"]] == [
+        (0, "oauth:alpha", "upsert", "a@x.com"),
+        (1, "oauth:alpha", "upsert", "c@x.com"),
+        (2, "oauth:beta", "upsert", "b@x.com"),
+        (3, "oauth:alpha", "trigger", "a@x.com"),
+    ]
+    assert log["accepted"][0]["fields"] == {"3": "a@x.com", "1": "Ann"}
+    assert log["accepted"][2]["t"] == log["accepted"][0]["t"] + 2
+    assert log["accepted"][3]["trigger_id"] == "t1" and log["accepted"][3]["event_id"] == 1234
+    only_beta = await sim(client, "accepted?credential=beta")
+    assert [r["key"] for r in only_beta["accepted"]] == ["b@x.com"]
+    triggers = await sim(client, "accepted?op=trigger&since=1")
+    assert [r["i"] for r in triggers["accepted"]] == [3]
+    assert (await client.get("/_sim/accepted?since=x")).status == 400
+    fired = (await sim(client, "triggers"))["fired"]
+    assert fired[0]["credential"] == "oauth:alpha"
+
+
+def test_more_api_users_on_the_command_line() -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    ns = parser.parse_args(
+        ["--oauth-client", "alpha:a1", "--oauth-client", "beta:b1", "--wsse-credential", "w:s"]
+    )
+    options = options_from_args(ns)
+    assert options.oauth_clients == {"demo-client": "demo-secret", "alpha": "a1", "beta": "b1"}
+    assert options.wsse_users == {"demo-user": "demo-secret", "w": "s"}
+    with pytest.raises(SystemExit):
+        options_from_args(parser.parse_args(["--oauth-client", "no-secret"]))

@@ -1,0 +1,568 @@
+"""Per-account delivery lanes: an account's failing or slow Emarsys delays only that account.
+
+Every account has one lane per worker, fed by every emarsys-effects partition the worker
+owns (a partition interleaves accounts; a lane takes only its account's records). A lane
+sends batches to its account's Emarsys, one call at a time, while the other accounts'
+lanes keep sending theirs. Offsets may be committed only once every effect up to them is
+accepted or dead-lettered, so a lane that cannot deliver must not keep its records: it
+**parks** them. Its account's effects go, in order, to the account's parking topic
+(``<app_id>-parked-<account>``, keyed like the effects, partition p for effects
+partition p); once the broker has them they count as done, and the effects partition's
+offsets move on. The lane then delivers from the parking topic (the worker that owns
+effects partition p owns parking partition p: same partition count, co-partitioned),
+retrying as long as Emarsys fails, holding only a bounded read-ahead in memory.
+
+Per (effects partition p, account) the lane is in one of three states:
+
+- ``direct``: the account's records of p go into the lane and are delivered.
+- ``parked``: they are forwarded to parking partition p. A lane parks when a call has
+  been in flight for ``sink.park_after`` (5xx or 429 retries, timeouts, a slow Emarsys)
+  or its oldest waiting effect has waited that long: the batch in flight is cancelled and
+  parked first, then the queued effects, then whatever arrives (the cancelled call may
+  have reached Emarsys: effects are idempotent and trigger_ids dedupe).
+- ``unparking``: the parked backlog of p is nearly delivered; new records of p wait in
+  memory until the last forwarded one is delivered **and its parking offset committed**,
+  then the lane goes ``direct`` with them. Until that commit, a crash would read parked
+  effects again after newer ones had gone directly (an old value over a new one).
+
+Per contact the order holds in every state: a partition is fed by one source at a time,
+the parking partition keeps the effects partition's order, and a state change waits for
+the other source to be empty. Right after an assignment every partition starts
+``parked``: the parking partition may hold what a previous owner parked, and the first
+record forwarded tells the lane where that backlog ends (no end offset is trusted: the
+embedded broker under-reports them), after which it unparks as above. A worker that
+loses partitions (``stop``) lets its forwards in flight reach the broker before their
+spans are released, so a new owner never finds a parked record appear behind it.
+
+Parked effects that waited longer than ``retry_for`` while their account's Emarsys
+kept failing are given up (dead-lettered with the reason) without another call; one
+batch at a time retries as long as the client's ``retry_for``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Iterable
+from typing import Any, Protocol
+
+log = logging.getLogger("emd.sink")
+
+DIRECT, PARKED, UNPARKING = "direct", "parked", "unparking"
+LINGER = 0.05  # a batch waits at least this long for company (unless it is full)
+UNPARK_SLACK = 1000  # a parked backlog this small is drained with new records held back
+HOLD_LIMIT = 5000  # records held back while unparking before the lane parks them again
+UNPARK_POLL = 0.05
+FORWARD_RETRY_MAX = 5.0
+REPORTS_AHEAD = 2  # batches whose outcomes are still being sent when the next call starts
+
+
+class Span:
+    """A fetched span (one partition's records of one fetch): acked once every record of
+    it is settled (delivered, dead-lettered or parked). The sink owns the bookkeeping."""
+
+    __slots__ = ("closed", "consumer", "forwarding", "held", "owner", "pending", "release_later")
+
+    def __init__(self, owner: Any, held: Any, consumer: Any, pending: int) -> None:
+        self.owner = owner
+        self.held = held
+        self.consumer = consumer
+        self.pending = pending
+        self.forwarding = 0  # records of this span being written to a parking topic
+        self.release_later = False  # released once its forwards are done (a rebalance)
+        self.closed = False
+
+    def settle(self, n: int = 1) -> None:
+        self.owner.settled(self, n)
+
+
+class Item:
+    """One effect record in a lane. ``since`` is when the effect was first written (unix
+    seconds); ``offset`` its parking offset when it came from the parking topic."""
+
+    __slots__ = ("key", "offset", "partition", "queued", "since", "span", "value")
+
+    def __init__(
+        self,
+        span: Span,
+        partition: int,
+        key: bytes,
+        value: bytes,
+        since: float,
+        offset: int | None = None,
+    ) -> None:
+        self.span = span
+        self.partition = partition
+        self.key = key
+        self.value = value
+        self.since = since
+        self.offset = offset
+        self.queued = time.monotonic()
+
+
+class LaneHost(Protocol):
+    """What a lane needs from the sink."""
+
+    def batch_size(self) -> int: ...
+    def flush_interval(self) -> float: ...
+    def park_after(self) -> float: ...
+    def min_gap(self, account: str) -> float: ...
+    def deliver(self, lane: AccountLane, items: list[Item]) -> Awaitable[tuple[bool, Any]]: ...
+    def report(self, outputs: Any) -> Awaitable[None]: ...
+    def park(self, topic: str, items: list[Item]) -> Awaitable[dict[int, int]]: ...
+    def commit(self) -> Awaitable[None]: ...
+    def committed(self, topic: str, partition: int) -> int | None: ...
+    def highwater(self, topic: str, partition: int) -> int | None: ...
+    def drop(self, items: Iterable[Item]) -> None: ...
+
+
+class Partition:
+    """The lane's view of one effects partition (and its parking partition)."""
+
+    __slots__ = ("delivered", "forwarding", "holding", "parked_end", "state", "unparking")
+
+    def __init__(self, state: str) -> None:
+        self.state = state
+        self.parked_end: int | None = None  # last parking offset known written
+        self.delivered: int | None = None  # last parking offset delivered by this lane
+        self.forwarding = 0  # records of this partition being written to the parking topic
+        self.holding: list[Item] = []  # unparking: new records waiting for the commit
+        self.unparking: asyncio.Task[None] | None = None
+
+    def parked_backlog(self, highwater: int | None, committed: int | None) -> int:
+        """Records in the parking partition not delivered yet (a gauge: approximate)."""
+        end = self.parked_end if self.parked_end is not None else -1
+        if highwater is not None:
+            end = max(end, highwater - 1)
+        done = self.delivered if self.delivered is not None else (committed or 0) - 1
+        return max(0, end - done)
+
+
+class AccountLane:
+    def __init__(self, account: str, host: LaneHost, parked_topic: str | None) -> None:
+        self.account = account
+        self.host = host
+        self.parked_topic = parked_topic  # None: this lane never parks (unknown accounts)
+        self.direct: deque[Item] = deque()
+        self.parked: deque[Item] = deque()
+        self.parts: dict[int, Partition] = {}
+        self.blocked = False  # Emarsys failing or slow: records are parked, not queued
+        self.blocked_since: float | None = None
+        self.failing = False  # the last batch was given up (Emarsys unavailable)
+        self.inflight: list[Item] = []
+        self.inflight_kind: str | None = None
+        self.forward_queue: deque[Item] = deque()
+        self.forwarding_now: list[Item] = []
+        # Delivered batches whose outcomes are being sent (then their records are settled):
+        # sent in order by one task while the next batch goes to Emarsys.
+        self.reports: deque[tuple[Any, list[Item]]] = deque()
+        self._report_task: asyncio.Task[None] | None = None
+        self._reported = asyncio.Event()
+        self.last_call = 0.0
+        self.stopped = False
+        self._wakeup = asyncio.Event()
+        self._forward_wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._inflight_task: asyncio.Future[Any] | None = None
+        self._forward_task: asyncio.Task[None] | None = None
+
+    @property
+    def can_park(self) -> bool:
+        return self.parked_topic is not None
+
+    # ------------------------------------------------------------------ input
+
+    def accept_direct(self, partition: int, items: list[Item]) -> None:
+        """Records of an effects partition, in offset order."""
+        st = self._part(partition)
+        if st.state == DIRECT:
+            if self.blocked and self.can_park:
+                st.state = PARKED
+                self._forward(items)
+            else:
+                self.direct.extend(items)
+                self._check_age()
+                self._wakeup.set()
+        elif st.state == PARKED:
+            self._forward(items)
+        else:
+            st.holding.extend(items)
+            if len(st.holding) > HOLD_LIMIT:
+                self._repark(st)
+        self._ensure_running()
+
+    def accept_parked(self, partition: int, items: list[Item]) -> None:
+        """Records of the account's parking partition, in offset order."""
+        if self._part(partition).state == DIRECT:
+            # Only this lane writes there, and it went direct once all was delivered.
+            log.warning(
+                "account %s: parked effects appeared in partition %d after it went direct",
+                self.account,
+                partition,
+            )
+        self.parked.extend(items)
+        self._wakeup.set()
+        self._ensure_running()
+
+    def _part(self, partition: int) -> Partition:
+        st = self.parts.get(partition)
+        if st is None:
+            # Unknown until proven empty: the parking partition may hold a backlog.
+            st = self.parts[partition] = Partition(PARKED if self.can_park else DIRECT)
+        return st
+
+    def _ensure_running(self) -> None:
+        if self.stopped:
+            return
+        if self._task is None or self._task.done():
+            self._task = asyncio.ensure_future(self._run())
+
+    # ------------------------------------------------------------------ delivering
+
+    async def _run(self) -> None:
+        while not self.stopped:
+            kind, items = await self._gather()
+            while len(self.reports) >= REPORTS_AHEAD:  # the broker is slow: wait for it
+                self._reported.clear()
+                await self._reported.wait()
+            await self._deliver(kind, items)
+
+    def _choose(self) -> str | None:
+        if self.parked and (self.blocked or not self.direct):
+            return "parked"
+        if self.direct and not self.parked:
+            return "direct"
+        if not self.direct:
+            return None
+        return "parked" if self.parked[0].since <= self.direct[0].since else "direct"
+
+    async def _gather(self) -> tuple[str, list[Item]]:
+        """The next batch: full, or its oldest record waited ``flush_interval``, or it waited
+        ``LINGER`` and the account's previous call started at least ``min_gap`` ago (so a
+        quiet account's effects go at once and a busy one's in few, large calls)."""
+        while True:
+            self._check_age()
+            kind = self._choose()
+            if kind is None:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            queue = self.parked if kind == "parked" else self.direct
+            limit = self.host.batch_size()
+            now = time.monotonic()
+            age = now - queue[0].queued
+            gap = self.last_call + self.host.min_gap(self.account) - now
+            flush = self.host.flush_interval()
+            if len(queue) >= limit or age >= flush or (age >= LINGER and gap <= 0):
+                return kind, [queue.popleft() for _ in range(min(limit, len(queue)))]
+            self._wakeup.clear()
+            wait = max(0.005, min(flush - age, max(LINGER - age, gap)))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), wait)
+
+    async def _deliver(self, kind: str, items: list[Item]) -> None:
+        self.inflight, self.inflight_kind = items, kind
+        started = self.last_call = time.monotonic()
+        park_after = self.host.park_after()
+        task = self._inflight_task = asyncio.ensure_future(self.host.deliver(self, items))
+        try:
+            done, _ = await asyncio.wait({task}, timeout=park_after)
+            if not done:
+                self._block()  # a direct batch is cancelled and parked first
+            await asyncio.wait({task})
+            if self.inflight is not items:  # parked by _block: the parking topic has them
+                if not task.cancelled() and task.exception() is not None:
+                    log.debug("a cancelled delivery failed", exc_info=task.exception())
+                return
+            unavailable, outputs = task.result()
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        except Exception:  # a bug, not Emarsys: the records are read again later
+            log.exception("account %s: the sink failed on a batch", self.account)
+            self.host.drop(items)
+            return
+        finally:
+            self.inflight, self.inflight_kind, self._inflight_task = [], None, None
+        self.failing = unavailable
+        # Emarsys answered: the lane is healthy again if it answered in time, or if there
+        # is nothing else to send (the next records go directly; a slow answer parks them
+        # again after park_after).
+        if not unavailable and (time.monotonic() - started < park_after or self._idle()):
+            self._unblock()
+        for item in items:
+            if item.offset is not None:
+                st = self._part(item.partition)
+                if st.delivered is None or item.offset > st.delivered:
+                    st.delivered = item.offset
+        self.reports.append((outputs, items))
+        if self._report_task is None or self._report_task.done():
+            self._report_task = asyncio.ensure_future(self._report_loop())
+        self._check_unparks()
+
+    async def _report_loop(self) -> None:
+        """Outcomes to the broker in delivery order; then the batch's records are done
+        (their offsets may be committed: a parked partition unparks only after that)."""
+        while self.reports and not self.stopped:
+            outputs, items = self.reports[0]
+            try:
+                await self.host.report(outputs)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug: the records are read again later
+                log.exception("account %s: sending outcomes failed", self.account)
+                self.reports.popleft()
+                self.host.drop(items)
+                self._reported.set()
+                continue
+            self.reports.popleft()
+            for item in items:
+                item.span.settle()
+            self._reported.set()
+            self._check_unparks()
+
+    # ------------------------------------------------------------------ parking
+
+    def _check_age(self) -> None:
+        """Effects waiting longer than ``park_after``: the lane cannot keep up."""
+        if (
+            self.can_park
+            and self.direct
+            and time.monotonic() - self.direct[0].queued > self.host.park_after()
+        ):
+            self._block()
+
+    def _block(self) -> None:
+        """Park: the direct batch in flight (cancelled), the queued records, the ones held
+        back by an unparking partition, and from now on every new one, in that order
+        (oldest first, per partition)."""
+        if not self.blocked:
+            log.warning(
+                "account %s: Emarsys failing or slow for %.0fs: parking its effects",
+                self.account,
+                self.host.park_after(),
+            )
+            self.blocked_since = time.time()
+        self.blocked = True
+        if not self.can_park:
+            return
+        moved: list[Item] = []
+        task = self._inflight_task
+        if self.inflight_kind == "direct" and task is not None and not task.done():
+            task.cancel()  # it may have reached Emarsys: effects are idempotent
+            moved += self.inflight
+            self.inflight, self.inflight_kind = [], None
+        moved += self.direct
+        self.direct.clear()
+        for st in self.parts.values():
+            if st.state == UNPARKING:
+                moved += st.holding
+                st.holding = []
+                st.state = PARKED
+        for item in moved:
+            self._part(item.partition).state = PARKED
+        if moved:
+            self._forward(moved)
+
+    def _unblock(self) -> None:
+        if self.blocked:
+            log.info("account %s: Emarsys answers again", self.account)
+        self.blocked = False
+        self.blocked_since = None
+        self._check_unparks()
+
+    def _repark(self, st: Partition) -> None:
+        st.state = PARKED
+        held, st.holding = st.holding, []
+        self._forward(held)
+
+    def _forward(self, items: list[Item]) -> None:
+        for item in items:
+            self._part(item.partition).forwarding += 1
+            item.span.forwarding += 1
+        self.forward_queue.extend(items)
+        self._forward_wakeup.set()
+        if self._forward_task is None or self._forward_task.done():
+            self._forward_task = asyncio.ensure_future(self._forward_loop())
+
+    async def _forward_loop(self) -> None:
+        assert self.parked_topic is not None
+        while True:
+            if not self.forward_queue:
+                if self.stopped:
+                    return
+                self._forward_wakeup.clear()
+                await self._forward_wakeup.wait()
+                continue
+            batch = list(self.forward_queue)
+            self.forward_queue.clear()
+            self.forwarding_now = batch
+            delay = 0.2
+            while True:
+                try:
+                    written = await self.host.park(self.parked_topic, batch)
+                    break
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    if self.stopped:  # lost the partitions: the records are read again
+                        self._forwarded(batch, {})
+                        return
+                    log.warning("account %s: parking failed; retrying", self.account)
+                    await asyncio.sleep(delay)
+                    delay = min(FORWARD_RETRY_MAX, delay * 2)
+            self._forwarded(batch, written)
+            if self.stopped:
+                return
+
+    def _forwarded(self, batch: list[Item], written: dict[int, int]) -> None:
+        self.forwarding_now = []
+        for partition, last in written.items():
+            st = self._part(partition)
+            if st.parked_end is None or last > st.parked_end:
+                st.parked_end = last
+        for item in batch:
+            self._part(item.partition).forwarding -= 1
+            item.span.forwarding -= 1
+            if written:
+                item.span.settle()
+            else:
+                item.span.settle(0)  # only lets a released span go
+        self._check_unparks()
+
+    def _check_unparks(self) -> None:
+        if self.stopped or self.blocked or not self.can_park:
+            return
+        for partition, st in self.parts.items():
+            if (
+                st.state == PARKED
+                and st.forwarding == 0
+                and st.parked_end is not None
+                and st.delivered is not None
+                and st.parked_end - st.delivered <= UNPARK_SLACK
+            ):
+                st.state = UNPARKING
+                st.unparking = asyncio.ensure_future(self._unpark(partition, st))
+
+    async def _unpark(self, partition: int, st: Partition) -> None:
+        assert self.parked_topic is not None
+        try:
+            while not self.stopped and st.state == UNPARKING:
+                end = st.parked_end
+                drained = (
+                    st.forwarding == 0
+                    and end is not None
+                    and st.delivered is not None
+                    and st.delivered >= end
+                )
+                if drained and end is not None:
+                    committed = self.host.committed(self.parked_topic, partition)
+                    if committed is not None and committed > end:
+                        st.state = DIRECT
+                        if st.holding:
+                            self.direct.extend(st.holding)
+                            st.holding = []
+                            self._wakeup.set()
+                            self._ensure_running()
+                        log.info(
+                            "account %s: partition %d delivers directly", self.account, partition
+                        )
+                        return
+                    await self.host.commit()
+                await asyncio.sleep(UNPARK_POLL)
+        finally:
+            st.unparking = None
+
+    # ------------------------------------------------------------------ lifecycle, status
+
+    def stop(self) -> None:
+        """Partitions revoked: drop everything; forwards already sending may finish."""
+        self.stopped = True
+        for task in (
+            self._task,
+            self._report_task,
+            *(st.unparking for st in self.parts.values()),
+        ):
+            if task is not None:
+                task.cancel()
+        if self._forward_task is not None and not self.forwarding_now:
+            self._forward_task.cancel()
+        self._forward_wakeup.set()
+        for item in self.forward_queue:  # never sent: their spans may be released now
+            item.span.forwarding -= 1
+        self.direct.clear()
+        self.parked.clear()
+        self.forward_queue.clear()
+        self.reports.clear()
+        for st in self.parts.values():
+            st.holding = []
+
+    def _idle(self) -> bool:
+        return not (
+            self.direct
+            or self.parked
+            or self.forward_queue
+            or self.forwarding_now
+            or any(st.holding for st in self.parts.values())
+        )
+
+    def in_memory(self) -> int:
+        holding = sum(len(st.holding) for st in self.parts.values())
+        return (
+            sum(len(items) for _, items in self.reports)
+            + len(self.direct)
+            + len(self.parked)
+            + len(self.inflight)
+            + len(self.forward_queue)
+            + len(self.forwarding_now)
+            + holding
+        )
+
+    def parked_backlog(self) -> int:
+        if self.parked_topic is None:
+            return 0
+        topic = self.parked_topic
+        return sum(
+            st.parked_backlog(self.host.highwater(topic, p), self.host.committed(topic, p))
+            for p, st in self.parts.items()
+        )
+
+    def backlog(self) -> int:
+        """Effects not delivered yet: in memory, on their way to parking, parked (the
+        parked ones read into memory are counted by ``parked_backlog``)."""
+        direct = len(self.inflight) if self.inflight_kind == "direct" else 0
+        return (
+            direct
+            + len(self.direct)
+            + len(self.forward_queue)
+            + len(self.forwarding_now)
+            + sum(len(st.holding) for st in self.parts.values())
+            + self.parked_backlog()
+        )
+
+    def oldest_since(self) -> float | None:
+        heads: list[float] = [i.since for i in self.inflight]
+        for queue in (self.direct, self.parked, self.forward_queue):
+            if queue:
+                heads.append(queue[0].since)
+        heads += [i.since for i in self.forwarding_now[:1]]
+        heads += [st.holding[0].since for st in self.parts.values() if st.holding]
+        return min(heads) if heads else None
+
+    def parked_partitions(self) -> list[int]:
+        """Partitions whose records go to the parking topic and have a backlog there."""
+        topic = self.parked_topic
+        if topic is None:
+            return []
+        return sorted(
+            p
+            for p, st in self.parts.items()
+            if st.state != DIRECT
+            and (
+                st.forwarding
+                or st.parked_backlog(self.host.highwater(topic, p), self.host.committed(topic, p))
+            )
+        )
