@@ -238,6 +238,7 @@ def quix_streams(
 
 
 PERSON_METRIC = "emd_person_events_total"
+REPORTED_METRIC = "emd_deliveries_reported_total"
 
 
 async def watch_pipeline(
@@ -256,6 +257,9 @@ async def watch_pipeline(
     fallback under-states the rate a little. t_quiet: input, person-events and
     emarsys-effects all committed to their ends, unchanged over the next samples: the sink
     has delivered every effect and the person agent has processed its reports.
+    t_delivered: the first sample where ``emd_deliveries_reported_total`` (effects
+    Emarsys acknowledged and the sink reported back) reached its final value: the sink's
+    own pace, without the wait for Faust's next commit (every 2.8 s) that t_quiet adds.
     """
     bootstrap = stack.broker_url.removeprefix("kafka://")
     topics = {
@@ -276,6 +280,7 @@ async def watch_pipeline(
     last_committed: dict[str, int] = {}
     committed_total: dict[str, int] = {}
     processed = 0.0
+    reported: list[tuple[float, float]] = []  # (when, deliveries reported so far)
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -294,6 +299,7 @@ async def watch_pipeline(
                 committed_total[name] = sum(done[tp] for tp in part)
                 # the broker can under-report an end offset: never a negative lag
                 lag[name] = sum(max(0, ends[tp] - done[tp]) for tp in part)
+            reported.append((now, await asyncio.to_thread(metric, REPORTED_METRIC)))
             if t_first is None and processed > 0:
                 t_first = now
             if t_link is None and processed >= n:
@@ -326,15 +332,20 @@ async def watch_pipeline(
         await admin.close()
     assert t_first is not None and t_link is not None and t_person is not None
     assert t_quiet is not None
+    final = reported[-1][1]
+    t_delivered = next(when for when, count in reported if count >= final)
+    t_delivered = max(t_delivered, t_person)  # the sink cannot be done before its input
     return {
         "link_events_per_s": n / (t_link - t_first),
         "events_per_s": n / (t_person - t_first),
-        "end_to_end_events_per_s": n / (t_quiet - t_first),
+        "end_to_end_events_per_s": n / (t_delivered - t_first),
+        "committed_events_per_s": n / (t_quiet - t_first),
         "person_measured_by": person_by,
         "seconds": {
             "link": t_link - t_first,
             "link_and_person": t_person - t_first,
-            "end_to_end": t_quiet - t_first,
+            "end_to_end": t_delivered - t_first,
+            "committed": t_quiet - t_first,
         },
         "records": {
             "person_events": committed_total["person"],
@@ -578,6 +589,11 @@ def render(r: dict[str, Any]) -> str:
             "app: through the sink to the simulator",
             p["end_to_end_events_per_s"],
             f"{secs['end_to_end']:.1f} s, until every effect is acknowledged and reported back",
+        ),
+        (
+            "app: through the sink, until the offsets are committed",
+            p["committed_events_per_s"],
+            f"{secs['committed']:.1f} s, Faust commits every 2.8 s",
         ),
     ]
     for rs in core["rules"]:
