@@ -11,7 +11,6 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from app.config.loader import Problem
 from app.config.model import (
     LIST_ACTIONS,
     AccountConfig,
@@ -20,6 +19,7 @@ from app.config.model import (
     DataMapConfig,
     RuleConfig,
 )
+from app.config.problem import Problem
 
 _THE = {
     "trigger": "a trigger",

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.config.loader import ConfigError, Problem, validate_data
+from app.config.loader import ConfigError, validate_data
 from app.config.model import Config
+from app.config.problem import Problem
 
 EDITABLE = ("data_maps", "rules")
 

@@ -21,6 +21,7 @@ from app.runtime import Runtime
 from app.state_reader import StateReader
 from app.timeline import describe_hold
 from app.web.admin import guard
+from app.web.forward import forward_get
 
 
 def _iso(ts: float | None) -> str | None:
@@ -63,8 +64,6 @@ class Inspect:
 
     async def _ask(self, table: str, key: bytes, path: str, params: dict[str, str], request):
         """Answer locally or from the owner of ``key``; returns (status, json)."""
-        from app.web.routes import forward_get
-
         owner = self._owner(table, key)
         if owner is None or request.query.get("local") == "1":
             return None

@@ -7,7 +7,6 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
 from app import envelope
@@ -21,7 +20,7 @@ from app.stages.state import DEAD, INPUT, Output
 from app.state_reader import StateReader
 from app.topics import bootstrap_servers
 from app.web import server
-from app.web.errors import ensure_code, error
+from app.web.errors import ensure_code
 from app.web.ingest import Ingest, Record
 from app.web.readiness import Readiness
 
@@ -154,17 +153,3 @@ def _metrics(app: Any, runtime: Runtime):
         )
 
     return handler
-
-
-async def forward_get(url: str, request: web.Request) -> web.Response:
-    """A GET answered by another worker (the owner of a key); auth header passed on."""
-    headers = {"Authorization": request.headers.get("Authorization", "")}
-    timeout = aiohttp.ClientTimeout(total=10)
-    try:
-        async with aiohttp.ClientSession(timeout=timeout) as session:
-            async with session.get(url, headers=headers) as resp:
-                body = await resp.read()
-                return web.Response(body=body, status=resp.status, content_type="application/json")
-    except (TimeoutError, aiohttp.ClientError) as exc:
-        log.warning("the worker owning a key did not answer: %s", type(exc).__name__)
-        return error(503, "the worker that owns this did not answer; retry", "unavailable")
