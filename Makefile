@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONFIG ?= examples/config.yaml
 
-.PHONY: run test unit integration bench bench-latency lint reliability simulator clean
+.PHONY: run test unit integration bench bench-latency bench-backlog lint reliability simulator clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 1; }
@@ -47,6 +47,11 @@ bench: $(BENCH_STAMP)
 # account while another account's Emarsys answers 503 (bench/latency.py).
 bench-latency: $(STAMP)
 	$(BIN)/python -m bench.latency $(BENCH_ARGS)
+
+# A worker's memory while it works through a backlog of 1,000,000 events written before
+# it started (bench/backlog.py).
+bench-backlog: $(STAMP)
+	$(BIN)/python -m bench.backlog $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check app agents tables tests bench

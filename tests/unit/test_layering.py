@@ -98,3 +98,17 @@ def test_only_the_cli_entry_imports_the_composition_root() -> None:
         if "app.faust_app" in imported:
             importers["app.faust_app"].append(name)
     assert importers["app.faust_app"] == ["app.worker"]
+
+
+def test_web_views_and_the_core_never_reach_into_the_agents() -> None:
+    """Agents depend on ``app``, not the reverse: web views read what a worker holds
+    through ``app.state_reader``, handed to them by the composition root, which alone
+    builds the agents."""
+    reaching = sorted(
+        name
+        for name, imported in GRAPH.items()
+        if not name.startswith("agents")
+        and name != "app.faust_app"
+        and any(i.startswith("agents") for i in imported)
+    )
+    assert reaching == []
