@@ -20,7 +20,7 @@ import faust
 
 from agents.pipeline import Pipeline, TopicNames, subscribe
 from agents.sink import Sink, parking_topic
-from app import profiling, recovery_guard
+from app import gc_tuning, profiling, recovery_guard
 from app.batching.sender import Outbox, Partitioner
 from app.config import ConfigError, load_config
 from app.config_topic import ConfigTopic
@@ -245,6 +245,7 @@ class Worker:
         await self.live_config.load()
         self.live_config.start_following()
         self.app.consumer.batch_handler = self.pipeline  # type: ignore[attr-defined]
+        gc_tuning.tune()
         profiling.start()
         from app.web.routes import WebServices, install_routes
 
