@@ -355,3 +355,25 @@ def read_topic(broker_url: str, topic: str, timeout: float = 3.0) -> list[Any]:
             await consumer.stop()
 
     return asyncio.run(run())
+
+
+def replayed_triggers(
+    config_path: Path | str, messages: list[dict[str, Any]], rule: str | None = None
+) -> set[tuple[Any, ...]]:
+    """``replay`` of ``messages`` (in event-time order, as ``replay --topic`` reads them):
+    its triggers as ``(trigger_id, contact, event_time, data)``, of ``rule`` if given."""
+    import orjson
+
+    from app.config import load_config
+    from app.replay.driver import Replay
+
+    r = Replay(load_config(config_path))
+    lines: list[dict[str, Any]] = []
+    for m in sorted(messages, key=lambda m: m["timestamp"]):
+        lines += r.feed(orjson.dumps(m))
+    lines += r.finish()
+    return {
+        (x["trigger_id"], x["contact"], x["event_time"], json.dumps(x["data"], sort_keys=True))
+        for x in lines
+        if x["kind"] == "trigger" and (rule is None or x["rule"] == rule)
+    }

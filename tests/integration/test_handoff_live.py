@@ -22,10 +22,8 @@ import orjson
 import pytest
 
 from app import keys
-from app.config import load_config
 from app.identity import partition_id
-from app.replay.driver import Replay
-from tests.integration.stack import Stack, account_config, http, wait_for
+from tests.integration.stack import Stack, account_config, http, replayed_triggers, wait_for
 
 PLAN_FIELD = "4711"  # the simulator's custom field "Loyalty tier" (short text)
 RULE = {
@@ -102,19 +100,6 @@ def fired(simulator, tag: str) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-def replayed(stack: Stack, messages: list[dict[str, Any]]) -> set[tuple[Any, ...]]:
-    r = Replay(load_config(stack.config_path))
-    lines: list[dict[str, Any]] = []
-    for m in sorted(messages, key=lambda m: m["timestamp"]):
-        lines += r.feed(orjson.dumps(m))
-    lines += r.finish()
-    return {
-        (x["trigger_id"], x["contact"], x["event_time"], json.dumps(x["data"], sort_keys=True))
-        for x in lines
-        if x["kind"] == "trigger"
-    }
-
-
 def check_every_visitor(simulator, stack: Stack, tag: str, n: int, messages, timeout=120):
     """Each visitor triggered once, with both eras' variables and the anonymous value on
     the contact; the triggers are replay's, trigger_ids included."""
@@ -137,7 +122,7 @@ def check_every_visitor(simulator, stack: Stack, tag: str, n: int, messages, tim
         for fs in got.values()
         for f in fs
     }
-    assert live == replayed(stack, messages)
+    assert live == replayed_triggers(stack.config_path, messages)
 
 
 @pytest.fixture

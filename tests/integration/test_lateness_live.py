@@ -14,12 +14,9 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 import pytest
 
-from app.config import load_config
-from app.replay.driver import Replay
-from tests.integration.stack import Stack, account_config, wait_for
+from tests.integration.stack import Stack, account_config, replayed_triggers, wait_for
 
 LATENESS = 20.0
 RULES = [
@@ -108,20 +105,6 @@ def rows(found: dict[str, list[dict[str, Any]]]) -> set[tuple[Any, ...]]:
     }
 
 
-def replayed(stack: Stack, messages: list[dict[str, Any]], rule: str) -> set[tuple[Any, ...]]:
-    """``replay`` of the same events (in event-time order, as ``replay --topic`` reads)."""
-    r = Replay(load_config(stack.config_path))
-    lines: list[dict[str, Any]] = []
-    for m in sorted(messages, key=lambda m: m["timestamp"]):
-        lines += r.feed(orjson.dumps(m))
-    lines += r.finish()
-    return {
-        (x["trigger_id"], x["contact"], x["event_time"], json.dumps(x["data"], sort_keys=True))
-        for x in lines
-        if x["kind"] == "trigger" and x["rule"] == rule
-    }
-
-
 def test_an_offline_phone_and_the_same_events_in_one_batch_trigger_alike(stack, simulator):
     """L1: Viewed Pricing three hours ago, Signed Up a minute later, delivered 3 s apart.
     L2: the same two events in one batch. Both trigger once, as replay says."""
@@ -157,7 +140,7 @@ def test_an_offline_phone_and_the_same_events_in_one_batch_trigger_alike(stack, 
         f"{tag}-l1@example.com": 1,
         f"{tag}-l2@example.com": 1,
     }
-    assert rows(got) == replayed(stack, l1 + l2, "viewed-then-signed-up")
+    assert rows(got) == replayed_triggers(stack.config_path, l1 + l2, "viewed-then-signed-up")
     assert {fs[0]["event_time"] for fs in got.values()} == {iso(old + 60)[:19] + "Z"}
 
 
@@ -187,7 +170,9 @@ def test_2000_backfilled_journeys_sent_one_event_at_a_time(stack, simulator):
         what=f"{n} journeys triggered",
     )
     assert all(len(fs) == 1 for fs in got.values())
-    assert rows(got) == replayed(stack, [m for j in journeys for m in j], "trial-journey")
+    assert rows(got) == replayed_triggers(
+        stack.config_path, [m for j in journeys for m in j], "trial-journey"
+    )
 
 
 def test_on_time_short_wait_fires_within_the_window_and_a_long_wait_is_not_delayed(
