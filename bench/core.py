@@ -179,13 +179,16 @@ def bench_person(messages: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 def bench_stages(messages: Sequence[dict[str, Any]], batch: int = 500) -> dict[str, Any]:
     """The worker's two stages without Faust or a broker (``app.stages``: what each
-    fetch costs in decisions): the identity stage over the events as the input topic
-    holds them, then the person stage over what it sent, in batches per partition, with
-    dict tables and the production lateness window."""
+    fetch costs in decisions), as the worker runs them (``PartitionFlow``): the input
+    topic's records through the identity stage and, for the persons of the same partition,
+    the person stage in the same call; then the person stage over what was sent to other
+    partitions; in batches per partition, with dict tables and the production lateness
+    window."""
     from app.batching.sender import Partitioner
     from app.config.model import Config
     from app.metrics import Metrics
     from app.recent import RecentEvents
+    from app.stages.flow import PartitionFlow
     from app.stages.link import LinkStage
     from app.stages.person import PersonStage
     from app.stages.state import PERSON, DictTables, Record
@@ -197,6 +200,7 @@ def bench_stages(messages: Sequence[dict[str, Any]], batch: int = 500) -> dict[s
     link = LinkStage(lambda: accounts, metrics, lambda: cfg.dedupe_window)
     person = PersonStage(lambda: accounts, metrics, RecentEvents(), link)
     partition = Partitioner(8)
+    flow = PartitionFlow(link, person, partition)
 
     def by_partition(records: list[tuple[bytes, bytes]]) -> dict[int, list[Record]]:
         out: dict[int, list[Record]] = {}
@@ -211,13 +215,13 @@ def bench_stages(messages: Sequence[dict[str, Any]], batch: int = 500) -> dict[s
     sent = []
     for p, recs in inputs.items():
         for i in range(0, len(recs), batch):
-            sent += link.handle(p, recs[i : i + batch], tables, now)
+            sent += flow.input(p, recs[i : i + batch], tables, now)
     link_s = time.perf_counter() - start
     persons = by_partition([(o.key, o.value) for o in sent if o.topic == PERSON])
     start = time.perf_counter()
     for p, recs in persons.items():
         for i in range(0, len(recs), batch):
-            person.handle(p, recs[i : i + batch], tables, now)
+            flow.person_events(p, recs[i : i + batch], tables, now)
     person_s = time.perf_counter() - start
     n = len(messages)
     return {

@@ -625,8 +625,9 @@ def render(r: dict[str, Any]) -> str:
         (
             "core: the identity + person stages (`app.stages`, no Faust, no broker)",
             sg["events_per_s"],
-            f"identity {sg['link_events_per_s']:,.0f}/s, person {sg['person_events_per_s']:,.0f}/s "
-            f"({sg['person_records']:,} person records)",
+            f"input records (identity, and the persons of the same partition) "
+            f"{sg['link_events_per_s']:,.0f}/s, then person-events records "
+            f"{sg['person_events_per_s']:,.0f}/s ({sg['person_records']:,} of them)",
         )
     )
     rows.append(("core: `replay` over the same events", core["replay"]["events_per_s"], ""))

@@ -13,12 +13,37 @@ hash is cached per key, since the same persons and contacts come back batch afte
 from __future__ import annotations
 
 import asyncio
+import struct
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from aiokafka.partitioner import murmur2
-
 MAX_CACHED_KEYS = 200_000
+_M = 0x5BD1E995
+_WORDS = struct.Struct("<I").iter_unpack
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 (aiokafka's ``murmur2``, the Java client's ``Utils.murmur2``), the
+    same value at about a third of the cost: the key read as little-endian words at once,
+    one mask per product instead of one per operation (every first key of a person or a
+    contact is hashed; ``tests/unit/test_batching_faust_internals.py`` compares them)."""
+    length = len(data)
+    h = 0x9747B28C ^ length
+    body = length & ~3
+    for (k,) in _WORDS(data[:body]):
+        k = (k * _M) & 0xFFFFFFFF
+        k = ((k ^ (k >> 24)) * _M) & 0xFFFFFFFF
+        h = ((h * _M) & 0xFFFFFFFF) ^ k
+    extra = length & 3
+    if extra:
+        if extra == 3:
+            h ^= data[body + 2] << 16
+        if extra >= 2:
+            h ^= data[body + 1] << 8
+        h = ((h ^ data[body]) * _M) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * _M) & 0xFFFFFFFF
+    return h ^ (h >> 15)
 
 
 class Partitioner:

@@ -106,6 +106,19 @@ def test_faust_producer_exposes_the_aiokafka_producer():
         assert callable(getattr(aiokafka.AIOKafkaProducer, name)), name
 
 
+def test_our_murmur2_is_aiokafkas_for_every_length_and_byte():
+    import random
+
+    from app.batching.sender import murmur2 as ours
+
+    rng = random.Random(5)
+    for n in range(0, 70):
+        for _ in range(30):
+            key = bytes(rng.randrange(256) for _ in range(n))
+            assert ours(key) == murmur2(key), key
+    assert ours(b"\xff" * 13) == murmur2(b"\xff" * 13)
+
+
 def test_partitioner_matches_aiokafkas_default_partitioner():
     ours = Partitioner(8)
     for i in range(200):
