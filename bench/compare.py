@@ -1,0 +1,156 @@
+"""``make bench-compare BASE=<rev>``: this tree against another revision, rounds alternating.
+
+    python -m bench.compare --base REV [--rounds 5] [--events 20000]
+
+On a shared 2-core machine one ``make bench`` run of the app's row varies by ±20 % from
+run to run (neighbours, the broker sharing the cores, which fetch the timer starts on),
+so a 5 % change cannot be seen in it. This runs the same measurement for both trees in
+turn, ``rounds`` times (base, this, base, this, ...), each in a fresh process with its own
+broker, and prints the median of each and their ratio, with the spread:
+
+- ``pipeline``: the app's row of ``make bench`` (``bench.run.pipeline``: a worker and the
+  Emarsys simulator, events/s until the person stage has every event);
+- ``stages``: the CPU seconds of ``bench.core.bench_stages`` (the identity and person
+  stages in memory, no broker), the least of three, with the collector frozen and off as
+  in a worker between its collections: the pure work, without the machine's noise.
+
+The base is checked out in a temporary git worktree and run with this tree's virtualenv
+(its dependencies must be the same); it needs ``bench.run.pipeline`` and
+``bench.core.bench_stages`` as they are in this round's revisions. Nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def one(root: str, n: int) -> dict[str, float]:
+    """One measurement of the tree at ``root`` (run in a process of its own)."""
+    import asyncio
+    import contextlib
+    import gc
+    import shutil
+    import time
+    import uuid
+
+    sys.path.insert(0, root)
+    os.chdir(root)
+    from app.broker import EmbeddedBroker, free_port
+    from app.topics import ensure_topics
+    from bench import run as bench_run
+    from bench.account import ACCOUNT
+    from bench.core import bench_stages
+    from bench.events import encode, generate
+
+    messages = generate(n, max(1, min(10_000, n // 2)))
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    cpu = []
+    for _ in range(3):
+        start = time.process_time()
+        bench_stages(messages)
+        cpu.append(time.process_time() - start)
+        gc.collect()
+    gc.enable()
+    logs = Path(tempfile.mkdtemp(prefix="emd-compare-"))
+    broker = EmbeddedBroker(port=free_port(), log_path=str(logs / "tansu.log"))
+    cleanup: list[Any] = []
+    try:
+        broker.start()
+        topic = f"bench-events-{uuid.uuid4().hex[:8]}"
+        asyncio.run(ensure_topics(broker.url, {topic: bench_run.PARTITIONS}))
+        asyncio.run(bench_run.produce(broker.bootstrap, topic, encode(messages, ACCOUNT)))
+        result = bench_run.pipeline(broker.url, topic, n, logs, cleanup)
+    finally:
+        for fn in reversed(cleanup):
+            with contextlib.suppress(Exception):
+                fn()
+        broker.stop()
+        shutil.rmtree(logs, ignore_errors=True)
+    return {"pipeline": result["events_per_s"], "stages_cpu_s": min(cpu)}
+
+
+def _run_one(root: Path, n: int) -> dict[str, float]:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.compare", "--one", str(root), "--events", str(n)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"measuring {root} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def _summary(values: list[float]) -> str:
+    return (
+        f"median {statistics.median(values):,.2f} (min {min(values):,.2f}, max {max(values):,.2f})"
+    )
+
+
+def compare(base: str, rounds: int, n: int) -> dict[str, Any]:
+    tmp = Path(tempfile.mkdtemp(prefix="emd-base-"))
+    tree = tmp / "tree"
+    subprocess.run(
+        ["git", "worktree", "add", "--detach", "--quiet", str(tree), base], cwd=ROOT, check=True
+    )
+    results: dict[str, list[dict[str, float]]] = {"base": [], "this": []}
+    try:
+        for i in range(rounds):
+            for label, root in (("base", tree), ("this", ROOT)):
+                r = _run_one(root, n)
+                results[label].append(r)
+                print(
+                    f"[compare] round {i + 1}/{rounds} {label}: pipeline {r['pipeline']:,.0f} "
+                    f"events/s, stages {r['stages_cpu_s']:.3f} CPU s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False)
+    out: dict[str, Any] = {"base": base, "rounds": rounds, "events": n}
+    for key in ("pipeline", "stages_cpu_s"):
+        b = [r[key] for r in results["base"]]
+        t = [r[key] for r in results["this"]]
+        out[key] = {"base": b, "this": t, "ratio": statistics.median(t) / statistics.median(b)}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.compare", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument(
+        "--base", default="HEAD", help="the revision to compare with (default HEAD)"
+    )
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    ns = parser.parse_args(argv)
+    if ns.one:
+        print(json.dumps(one(ns.one, ns.events)))
+        return 0
+    r = compare(ns.base, ns.rounds, ns.events)
+    p, s = r["pipeline"], r["stages_cpu_s"]
+    print(f"{r['rounds']} rounds, {r['events']:,} events, base {r['base']} vs this tree")
+    print(f"pipeline events/s: base {_summary(p['base'])}; this {_summary(p['this'])}")
+    print(f"  this / base: {p['ratio']:.3f}")
+    print(f"stages CPU s: base {_summary(s['base'])}; this {_summary(s['this'])}")
+    print(f"  speed this / base: {1 / s['ratio']:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
