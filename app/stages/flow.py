@@ -3,7 +3,8 @@
 The identity stage sends each event to its person; when the person lives in the very
 partition being processed (every event keyed by its person: ``app.identity.partition_id``)
 the person stage takes it in the same transaction instead of a round trip through the
-person-events topic. The same holds for whatever the person stage sends to its own
+person-events topic (and as the decoded body it was made from, when it was made with
+``Output.of``: no JSON round trip). The same holds for whatever the person stage sends to its own
 partition. The worker's pipeline and the tests' live simulation both go through here,
 so what the tests prove about interleavings is what the worker does.
 """
@@ -14,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 from app.stages.link import LinkStage
 from app.stages.person import PersonStage
-from app.stages.state import PERSON, Output, Record, RecordLike, Tables
+from app.stages.state import PERSON, LocalRecord, Output, RecordLike, Tables
 
 #: rounds of records a person stage sends to its own partition (a forward chain is bounded
 #: by MAX_FORWARDS already; this bounds the loop whatever the records say)
@@ -50,15 +51,16 @@ class PartitionFlow:
     ) -> list[Output]:
         sent: list[Output] = []
         for _ in range(MAX_LOCAL_ROUNDS):
-            here: list[Record] = []
+            here: list[LocalRecord] = []
             for o in outputs:
                 if (
                     o.topic == PERSON
                     and o.partition is None
                     and self.partition_of(o.key) == partition
                 ):
-                    here.append(Record(o.key, o.value, partition, -1))
+                    here.append(LocalRecord(o, partition))
                 else:
+                    o.encode()  # leaves: the body is garbage from here on
                     sent.append(o)
             if not here:
                 return sent

@@ -182,7 +182,7 @@ class LinkStage:
             # pipeline applies records for the partition in hand without sending them),
             # and asks for the link if the anonymousId is new to the user.
             self.metrics.inc("emd_events_processed_total", account=account, type=msg.type)
-            out.append(Output(PERSON, expected, _event(account, rid, msg.data, msg.message_id, t)))
+            out.append(_event(account, rid, msg.data, msg.message_id, t, local=True))
             return
 
         def lookup(ident: str) -> str | None:
@@ -209,13 +209,7 @@ class LinkStage:
         for source in merge_from:
             out.append(_merge(account, source, res.person, t))
         self.metrics.inc("emd_events_processed_total", account=account, type=msg.type)
-        out.append(
-            Output(
-                PERSON,
-                keys.key(account, res.person),
-                _event(account, res.person, msg.data, msg.message_id, t),
-            )
-        )
+        out.append(_event(account, res.person, msg.data, msg.message_id, t))
 
     def handle_link(self, partition: int, msg: dict[str, Any], tables: Tables) -> list[Output]:
         """A user's partition asks for a link (``link`` from the person stage): an alias
@@ -263,21 +257,36 @@ def _settled(account: str, user: str, ident: str, sources: list[str]) -> Output:
     """The answer to a link request: the persons asked to hand their state to the user."""
     requester = keys.user_person(user)
     body = {"k": "settle", "a": account, "p": requester, "ident": ident, "srcs": sources}
-    return Output(PERSON, keys.key(account, requester), dumps(body))
+    return Output.of(PERSON, keys.key(account, requester), body)
 
 
 def _no_links(ident: str) -> str | None:
     return None
 
 
-def _event(account: str, person: str, message: dict[str, Any], message_id: str, t: float) -> bytes:
-    return dumps({"k": "ev", "a": account, "p": person, "m": message, "id": message_id, "t": t})
+def _event(
+    account: str,
+    person: str,
+    message: dict[str, Any],
+    message_id: str,
+    t: float,
+    *,
+    local: bool = False,
+) -> Output:
+    """The event for its person's stage. ``local``: the person lives in this very
+    partition (keyed by it), so the stage reads ``message`` (the parsed input, which
+    nothing changes after this) as is; otherwise it is encoded now, and the message is
+    garbage as soon as the stage is done with it."""
+    body = {"k": "ev", "a": account, "p": person, "m": message, "id": message_id, "t": t}
+    if local:
+        return Output.of(PERSON, keys.key(account, person), body)
+    return Output(PERSON, keys.key(account, person), dumps(body))
 
 
 def _merge(account: str, source: str, into: str, t: float) -> Output:
     """Ask ``source`` to hand its state to ``into``, at ``t`` (the linking event's time)."""
-    return Output(
+    return Output.of(
         PERSON,
         keys.key(account, source),
-        dumps({"k": "merge", "a": account, "p": source, "into": into, "t": t}),
+        {"k": "merge", "a": account, "p": source, "into": into, "t": t},
     )

@@ -152,9 +152,11 @@ class PersonStage:
     # ------------------------------------------------------------------ per record
 
     def _one(self, batch: _Batch, record: RecordLike, now: float) -> None:
-        if record.value is None:
-            return
-        msg = loads(record.value)
+        msg = getattr(record, "body", None)
+        if msg is None:
+            if record.value is None:
+                return
+            msg = loads(record.value)
         kind = msg.get("k")
         self.metrics.inc("emd_person_events_total", kind=str(kind))
         if kind == "tick":  # from a version that sent clock ticks: the clock is ours now
@@ -273,7 +275,7 @@ class PersonStage:
         body: dict[str, Any] = {"k": "link", "a": account.name, "p": ident, "user": user, "t": t}
         if alias:
             body["alias"] = True
-        batch.out.append(Output(PERSON, keys.key(account.name, ident), dumps(body)))
+        batch.out.append(Output.of(PERSON, keys.key(account.name, ident), body))
 
     def _lost(self, batch: _Batch, key: bytes, msg: dict[str, Any]) -> None:
         """Another user took one of this user's anonymousIds (a shared device)."""
@@ -440,10 +442,10 @@ class PersonStage:
     def _index_pk(self, batch: _Batch, account: str, pk: str, person: str | None) -> None:
         ident = keys.pk_index_id(pk)
         batch.out.append(
-            Output(
+            Output.of(
                 PERSON,
                 keys.key(account, ident),
-                dumps({"k": "pk", "a": account, "p": ident, "person": person}),
+                {"k": "pk", "a": account, "p": ident, "person": person},
             )
         )
 

@@ -42,13 +42,59 @@ class Tables(Protocol):
     def __call__(self, name: str, partition: int) -> Table: ...
 
 
-@dataclass(slots=True)
 class Output:
-    topic: str
-    key: bytes
-    value: bytes
-    partition: int | None = None
-    headers: Mapping[str, bytes] | None = None
+    """A record to send. ``Output.of`` keeps the body decoded and encodes it only when the
+    record is sent: a record the pipeline hands to a stage of the same partition
+    (``app.stages.flow``) is read as that body, with no JSON round trip. A body given to
+    ``of`` must not change afterwards."""
+
+    __slots__ = ("_value", "body", "headers", "key", "partition", "topic")
+
+    def __init__(
+        self,
+        topic: str,
+        key: bytes,
+        value: bytes | None,
+        partition: int | None = None,
+        headers: Mapping[str, bytes] | None = None,
+        body: Any = None,
+    ) -> None:
+        self.topic = topic
+        self.key = key
+        self._value = value
+        self.partition = partition
+        self.headers = headers
+        self.body = body
+
+    @classmethod
+    def of(cls, topic: str, key: bytes, body: dict[str, Any]) -> Output:
+        return cls(topic, key, None, body=body)
+
+    @property
+    def value(self) -> bytes:
+        if self._value is None:
+            self._value = dumps(self.body)
+        return self._value
+
+    def encode(self) -> None:
+        """Encode now and let go of the body (the record will only be sent)."""
+        if self._value is None:
+            self._value = dumps(self.body)
+        self.body = None
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Output):
+            return NotImplemented
+        return (self.topic, self.key, self.value, self.partition, self.headers) == (
+            other.topic,
+            other.key,
+            other.value,
+            other.partition,
+            other.headers,
+        )
+
+    def __repr__(self) -> str:
+        return f"Output({self.topic!r}, {self.key!r}, {self.value!r}, {self.partition!r})"
 
 
 class RecordLike(Protocol):
@@ -79,6 +125,25 @@ class Record:
     partition: int
     offset: int
     headers: tuple[tuple[str, bytes], ...] | list[tuple[str, bytes]] = ()
+
+
+class LocalRecord:
+    """An ``Output`` read by a stage of the partition it was made in: its body as is."""
+
+    __slots__ = ("_output", "body", "key", "offset", "partition")
+
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+    def __init__(self, output: Output, partition: int) -> None:
+        self._output = output
+        self.key = output.key
+        self.body = output.body
+        self.partition = partition
+        self.offset = -1
+
+    @property
+    def value(self) -> bytes:
+        return self._output.value
 
 
 def header(record: RecordLike, name: str) -> str | None:
