@@ -42,6 +42,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from app.broker import EmbeddedBroker, free_port
 from app.topics import ensure_topics
+from bench import sampling
 from bench.account import ACCOUNT, DATA_MAPS, EXAMPLE_RULE
 from bench.core import run_core
 from bench.events import encode, generate, mix
@@ -362,6 +363,7 @@ def pipeline(
     logs: Path,
     cleanup: list[Callable[[], None]],
     profile: Path | None = None,
+    sample: Path | None = None,
 ) -> dict[str, Any]:
     # The integration tests' helpers: the simulator and real worker processes.
     from tests.integration.stack import Simulator, Stack, account_config, http, read_topic
@@ -382,12 +384,16 @@ def pipeline(
     cleanup.append(stack.stop)
     spawned = time.monotonic()
     env = {"EMD_CPU_PROFILE": str(profile)} if profile is not None else None
-    data = logs / ("app-data-profiled" if profile is not None else "app-data")
+    profiled = profile is not None or sample is not None
+    data = logs / ("app-data-profiled" if profiled else "app-data")
     worker = stack.start_worker(wait=True, datadir=str(data), env=env)
     ready = time.monotonic() - spawned
 
     timeout = 120 + n / 50
+    sampler = sampling.start(worker.proc.pid, sample, logs / "py-spy.log") if sample else None
     result = asyncio.run(watch_pipeline(stack, n, stack.metric, timeout))
+    if sampler is not None and sample is not None and sampling.stop(sampler) and sample.exists():
+        result["sampled"] = sampling.summarize(sample)
     result["worker_ready_s"] = ready
     result["metrics"] = metric_totals(http("GET", f"{worker.url}/metrics").body.decode())
     stats = sim.get("/_sim/stats")
@@ -522,7 +528,15 @@ def run(n: int, users: int, quick: bool) -> dict[str, Any]:
         results["quix_streams"] = quix_streams(broker.bootstrap, topic, n, logs, procs)
         log("this app: an emarsys-destination worker + the Emarsys simulator")
         results["pipeline"] = pipeline(broker.url, topic, n, logs, cleanup)
-        if not quick:
+        if not quick and sampling.available():
+            log("this app again, sampled by py-spy, for where the time goes (not timed)")
+            spy = logs / "worker.spy"
+            sampled = pipeline(broker.url, topic, n, logs, cleanup, sample=spy).get("sampled")
+            if sampled is not None:
+                results["profile"] = sampled
+            else:
+                log("py-spy could not sample the worker (see .bench/logs/py-spy.log)")
+        if not quick and "profile" not in results:
             log("this app again, under cProfile, for where the time goes (not timed)")
             prof = logs / "worker.prof"
             pipeline(broker.url, topic, n, logs, cleanup, profile=prof)
@@ -664,7 +678,21 @@ def render(r: dict[str, Any]) -> str:
         f"{m['loadavg_1m']:.2f} at start, {r['loadavg_1m_end']:.2f} at the end.",
     ]
     prof = r.get("profile")
-    if prof:
+    if prof and "samples" in prof:
+        lines += [
+            "",
+            f"Where the worker's busy time goes (a second run, not timed, sampled from outside "
+            f"by {prof['method']}; {prof['samples']:,} samples):",
+            "",
+            "| layer | share |",
+            "|---|---:|",
+            *(f"| {k} | {v:.0%} |" for k, v in prof["layers"].items()),
+            "",
+            "| line on top of the stack | share |",
+            "|---|---:|",
+            *(f"| `{t['function']}` | {t['own_share']:.1%} |" for t in prof["top"]),
+        ]
+    elif prof:
         lines += [
             "",
             f"Where the worker's event loop spends its time (cProfile of a second run, "

@@ -32,3 +32,26 @@ def test_core_returns_positive_rates_and_expected_keys() -> None:
     state = person["state"]
     assert state["persons"] > 0
     assert 0 < state["bytes_p50"] <= state["bytes_max"]
+
+
+def test_sampled_profile_puts_each_stack_in_its_first_matching_layer(tmp_path) -> None:
+    from bench.sampling import summarize
+
+    raw = tmp_path / "worker.spy"
+    raw.write_text(
+        "main (app/cli.py:1);_drain_once (app/batching/consumer.py:2);"
+        "PersonStage._one (app/stages/person.py:3);JsonView.get (app/stages/state.py:4) 30\n"
+        "main (app/cli.py:1);_drain_once (app/batching/consumer.py:2);"
+        "PersonStage._one (app/stages/person.py:3);apply_event (app/person.py:5) 50\n"
+        "main (app/cli.py:1);Transaction.commit (app/batching/transaction.py:6) 15\n"
+        "main (app/cli.py:1);_find_and_load (<frozen importlib._bootstrap>:7) 5\n"
+    )
+    out = summarize(raw)
+    assert out["samples"] == 100
+    assert out["layers"] == {
+        "person stage (person-events records, the clock)": 0.5,
+        "person records: JSON in and out (JsonView)": 0.3,
+        "commit: send, changelog, RocksDB write": 0.15,
+        "start-up (imports, opening RocksDB)": 0.05,
+    }
+    assert out["top"][0] == {"function": "apply_event (app/person.py:5)", "own_share": 0.5}
