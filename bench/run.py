@@ -247,7 +247,8 @@ async def watch_pipeline(
 ) -> dict[str, Any]:
     """Samples the link agent's counter and the consumer group's committed offsets.
 
-    t_first: the first sample with an event processed. t_link: the link agent's counter at
+    t_first: when the worker began its first fetch (its log line), else the first sample
+    with an event processed (which misses that whole first fetch). t_link: the link agent's counter at
     n. t_person: when the app exposes ``emd_person_events_total{kind="ev"}`` (records the
     person agent processed, by kind), the first sample where it reaches n; otherwise the
     first sample where the group's committed offsets on person-events reach the end
@@ -333,6 +334,12 @@ async def watch_pipeline(
         await admin.close()
     assert t_first is not None and t_link is not None and t_person is not None
     assert t_quiet is not None
+    # The worker's counters answer only between fetches: the first sample with an event
+    # processed comes after the whole first fetch (up to 5,000 records, over a second of
+    # work). Time from when the worker began it, as it logs.
+    began = _began_at(worker.log_text())
+    if began is not None:
+        t_first = min(t_first, began - (time.time() - time.monotonic()))
     final = reported[-1][1]
     t_delivered = next(when for when, count in reported if count >= final)
     t_delivered = max(t_delivered, t_person)  # the sink cannot be done before its input
@@ -354,6 +361,21 @@ async def watch_pipeline(
             "effects": committed_total["effects"],
         },
     }
+
+
+def _began_at(log_text: str) -> float | None:
+    """Wall time of the worker's first "processing began" line (``agents.pipeline``)."""
+    from agents.pipeline import BEGAN
+
+    marker = BEGAN.split(":", 1)[0]
+    for line in log_text.splitlines():
+        if marker in line and line.startswith("["):
+            stamp = line[1 : line.index("]")]  # 2026-12-01 16:21:27,228, local time
+            with contextlib.suppress(ValueError):
+                whole, _, ms = stamp.partition(",")
+                parsed = time.strptime(whole, "%Y-%m-%d %H:%M:%S")
+                return time.mktime(parsed) + int(ms or 0) / 1000
+    return None
 
 
 def pipeline(
