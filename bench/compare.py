@@ -1,6 +1,6 @@
 """``make bench-compare BASE=<rev>``: this tree against another revision, rounds alternating.
 
-    python -m bench.compare --base REV [--rounds 5] [--events 20000]
+    python -m bench.compare --base REV [--rounds 5] [--events 20000] [--stages-only]
 
 On a shared 2-core machine one ``make bench`` run of the app's row varies by ±20 % from
 run to run (neighbours, the broker sharing the cores, which fetch the timer starts on),
@@ -34,7 +34,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def one(root: str, n: int) -> dict[str, float]:
+def one(root: str, n: int, stages_only: bool = False) -> dict[str, float]:
     """One measurement of the tree at ``root`` (run in a process of its own)."""
     import asyncio
     import contextlib
@@ -63,6 +63,8 @@ def one(root: str, n: int) -> dict[str, float]:
         cpu.append(time.process_time() - start)
         gc.collect()
     gc.enable()
+    if stages_only:
+        return {"stages_cpu_s": min(cpu)}
     logs = Path(tempfile.mkdtemp(prefix="emd-compare-"))
     broker = EmbeddedBroker(port=free_port(), log_path=str(logs / "tansu.log"))
     cleanup: list[Any] = []
@@ -81,9 +83,10 @@ def one(root: str, n: int) -> dict[str, float]:
     return {"pipeline": result["events_per_s"], "stages_cpu_s": min(cpu)}
 
 
-def _run_one(root: Path, n: int) -> dict[str, float]:
+def _run_one(root: Path, n: int, stages_only: bool) -> dict[str, float]:
+    cmd = [sys.executable, "-m", "bench.compare", "--one", str(root), "--events", str(n)]
     out = subprocess.run(
-        [sys.executable, "-m", "bench.compare", "--one", str(root), "--events", str(n)],
+        [*cmd, "--stages-only"] if stages_only else cmd,
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -100,7 +103,7 @@ def _summary(values: list[float]) -> str:
     )
 
 
-def compare(base: str, rounds: int, n: int) -> dict[str, Any]:
+def compare(base: str, rounds: int, n: int, stages_only: bool = False) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="emd-base-"))
     tree = tmp / "tree"
     subprocess.run(
@@ -110,18 +113,19 @@ def compare(base: str, rounds: int, n: int) -> dict[str, Any]:
     try:
         for i in range(rounds):
             for label, root in (("base", tree), ("this", ROOT)):
-                r = _run_one(root, n)
+                r = _run_one(root, n, stages_only)
                 results[label].append(r)
+                pipe = f"pipeline {r['pipeline']:,.0f} events/s, " if "pipeline" in r else ""
                 print(
-                    f"[compare] round {i + 1}/{rounds} {label}: pipeline {r['pipeline']:,.0f} "
-                    f"events/s, stages {r['stages_cpu_s']:.3f} CPU s",
+                    f"[compare] round {i + 1}/{rounds} {label}: {pipe}"
+                    f"stages {r['stages_cpu_s']:.3f} CPU s",
                     file=sys.stderr,
                     flush=True,
                 )
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False)
     out: dict[str, Any] = {"base": base, "rounds": rounds, "events": n}
-    for key in ("pipeline", "stages_cpu_s"):
+    for key in ("stages_cpu_s",) if stages_only else ("pipeline", "stages_cpu_s"):
         b = [r[key] for r in results["base"]]
         t = [r[key] for r in results["this"]]
         out[key] = {"base": b, "this": t, "ratio": statistics.median(t) / statistics.median(b)}
@@ -137,16 +141,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument(
+        "--stages-only", action="store_true", help="only the stages' CPU (no broker, fast)"
+    )
     parser.add_argument("--one", help=argparse.SUPPRESS)
     ns = parser.parse_args(argv)
     if ns.one:
-        print(json.dumps(one(ns.one, ns.events)))
+        print(json.dumps(one(ns.one, ns.events, ns.stages_only)))
         return 0
-    r = compare(ns.base, ns.rounds, ns.events)
-    p, s = r["pipeline"], r["stages_cpu_s"]
+    r = compare(ns.base, ns.rounds, ns.events, ns.stages_only)
+    s = r["stages_cpu_s"]
     print(f"{r['rounds']} rounds, {r['events']:,} events, base {r['base']} vs this tree")
-    print(f"pipeline events/s: base {_summary(p['base'])}; this {_summary(p['this'])}")
-    print(f"  this / base: {p['ratio']:.3f}")
+    if "pipeline" in r:
+        p = r["pipeline"]
+        print(f"pipeline events/s: base {_summary(p['base'])}; this {_summary(p['this'])}")
+        print(f"  this / base: {p['ratio']:.3f}")
     print(f"stages CPU s: base {_summary(s['base'])}; this {_summary(s['this'])}")
     print(f"  speed this / base: {1 / s['ratio']:.3f}")
     return 0
