@@ -14,11 +14,9 @@ The rule (README, "Late events"), with ``L`` the account's ``allowed_lateness``:
 
 - While a person's inputs keep arriving, the record keeps a window (key ``w``): the
   record as it was before the window's first input (``b``), the inputs since (``i``:
-  events as ``app.projection`` copies, and merges carrying the other person's state;
-  ``b`` and the inputs' events and states are kept as JSON text, read only when the
-  window is applied again), the trigger ids sent meanwhile (``f``), the funnel
-  transitions counted meanwhile (``c``) and ``u``, the wall-clock time ``L`` after the
-  latest arrival.
+  events as ``app.projection`` copies, and merges carrying the other person's state),
+  the trigger ids sent meanwhile (``f``), the funnel transitions counted meanwhile (``c``)
+  and ``u``, the wall-clock time ``L`` after the latest arrival.
 - An input whose event time is at or after the window's latest applies at once, as
   without a window. An earlier one (a late event; a merge whose linking event the user's
   later events overtook) is put in its place and the window applied again from ``b`` in
@@ -198,11 +196,11 @@ def apply_input(
         closing = close(account, person, record, now)  # the tick has not come yet
     window = record.pop(WINDOW, None) if record is not None else None
     if window is None or len(window["i"]) >= MAX_INPUTS:
-        window = {"b": _freeze(record), "i": [], "f": [], "c": {}, "n": 0}
+        window = {"b": _clone(record), "i": [], "f": [], "c": {}, "n": 0}
     item = {**item, "s": window["n"]}
     window["n"] += 1
     late = _overtaken(window["i"], item)
-    window["i"].append(_stored(item))
+    window["i"].append(item)
     if not late:
         out = _apply(account, person, record, item)
         if out.transitions:
@@ -284,36 +282,6 @@ def _clone(record: dict[str, Any] | None) -> dict[str, Any] | None:
     return None if record is None else orjson.loads(orjson.dumps(record))
 
 
-# The window's base record and its inputs' events and states are read only when the window
-# is applied again (a late input): kept as JSON text, the record's every read and write
-# carries them as one string each instead of decoding and encoding their whole structure
-# (the window made up most of an active person's record). A record written before this
-# kept them as objects; both are read.
-
-
-def _message(value: str | dict[str, Any]) -> dict[str, Any]:
-    """An input's event to read (not to change): decoded when frozen."""
-    return orjson.loads(value) if isinstance(value, str) else value
-
-
-def _freeze(value: dict[str, Any] | None) -> str | None:
-    return None if value is None else orjson.dumps(value).decode()
-
-
-def _thaw(value: str | dict[str, Any] | None) -> dict[str, Any] | None:
-    """A fresh object for a frozen (or, from an older record, an unfrozen) value."""
-    return orjson.loads(value) if isinstance(value, str) else _clone(value)
-
-
-def _stored(item: Item) -> Item:
-    """An input as the window keeps it: its event or state frozen."""
-    if "m" in item:
-        return {**item, "m": _freeze(item["m"])}
-    if "st" in item:
-        return {**item, "st": _freeze(item["st"])}
-    return item
-
-
 def _apply(
     account: Account,
     person: str,
@@ -327,7 +295,7 @@ def _apply(
             account,
             person,
             record,
-            _thaw(item["st"]) or {},
+            _clone(item["st"]) or {},
             float(item["t"]),
             source=item["merge"],
             emit_contact=emit_contact,
@@ -336,7 +304,7 @@ def _apply(
         account,
         person,
         record,
-        _message(item["m"]),
+        item["m"],
         message_id=item["id"],
         event_time=float(item["t"]),
         now=None,
@@ -349,7 +317,7 @@ def _reapply(
 ) -> Outcome:
     """The window applied again from its base, in event-time order."""
     pk_before = current.get("pk") if current is not None else None
-    record = _thaw(window["b"])
+    record = _clone(window["b"])
     effects: list[dict[str, Any]] = []
     transitions = []
     failures: list[str] = []
