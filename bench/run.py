@@ -731,6 +731,15 @@ def render(r: dict[str, Any]) -> str:
                 for t in prof["top"]
             ),
         ]
+    work = core.get("stage_work")
+    if work is not None:
+        after = next(i for i, line in enumerate(lines) if line.startswith("State per person"))
+        lines.insert(
+            after + 1,
+            f"The stages' JSON per event, counted (not timed; the work a change removes): "
+            f"{work['loads']:.2f} decodes of {work['loads_bytes']:,.0f} B, "
+            f"{work['dumps']:.2f} encodes of {work['dumps_bytes']:,.0f} B",
+        )
     return "\n".join(lines)
 
 

@@ -20,7 +20,9 @@ def test_core_returns_positive_rates_and_expected_keys() -> None:
     result = run_core(
         events=200, users=50, rule_sets=((20, 2), (40, 2)), rule_events=50, min_seconds=0.0
     )
-    assert set(result) == {"rules", "datamaps", "person", "stages", "replay"}
+    assert set(result) == {"rules", "datamaps", "person", "stages", "stage_work", "replay"}
+    work = result["stage_work"]
+    assert work["loads"] > 0 and work["dumps"] > 0 and work["loads_bytes"] > work["loads"]
     assert result["stages"]["events_per_s"] > 0 and result["stages"]["person_records"] > 0
     for rs in result["rules"]:
         assert rs["events_per_s"] > 0
