@@ -38,6 +38,7 @@ from app.stages.state import (
     EFFECTS,
     PERSON,
     JsonView,
+    LocalRecord,
     Output,
     RecordLike,
     Tables,
@@ -152,7 +153,8 @@ class PersonStage:
     # ------------------------------------------------------------------ per record
 
     def _one(self, batch: _Batch, record: RecordLike, now: float) -> None:
-        msg = getattr(record, "body", None)
+        # made in this partition with ``Output.of``: its body as is
+        msg = record.body if type(record) is LocalRecord else None
         if msg is None:
             if record.value is None:
                 return

@@ -78,8 +78,7 @@ class Output:
 
     def encode(self) -> None:
         """Encode now and let go of the body (the record will only be sent)."""
-        if self._value is None:
-            self._value = dumps(self.body)
+        self._value = self.value
         self.body = None
 
     def __eq__(self, other: object) -> bool:
