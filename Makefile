@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONFIG ?= examples/config.yaml
 
-.PHONY: run test unit integration bench bench-compare bench-latency bench-backlog lint reliability simulator clean
+.PHONY: run test unit integration bench bench-compare bench-count bench-latency bench-backlog lint reliability simulator clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 1; }
@@ -49,6 +49,11 @@ BASE ?= HEAD
 ROUNDS ?= 5
 bench-compare: $(BENCH_STAMP)
 	$(BIN)/python -m bench.compare --base $(BASE) --rounds $(ROUNDS) $(BENCH_ARGS)
+
+# The stages' instructions per event, counted by valgrind (repeatable where timing is not),
+# this tree against BASE (default HEAD: uncommitted changes) (bench/instructions.py).
+bench-count: $(BENCH_STAMP)
+	$(BIN)/python -m bench.instructions --base $(BASE) $(BENCH_ARGS)
 
 # p50/p99 from ingest acknowledged to Emarsys acknowledged at 1,000 events/s for one
 # account while another account's Emarsys answers 503 (bench/latency.py).
