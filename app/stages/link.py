@@ -60,9 +60,12 @@ class LinkStage:
         out: list[Output] = []
         links = tables(LINKS, partition)
         dedupe = tables(DEDUPE, partition)
+        accounts = self.accounts()
+        #: (account, type) -> events processed, counted once per batch
+        processed: dict[tuple[str, str], int] = {}
         for record in records:
             try:
-                self._one(record, links, dedupe, now, out)
+                self._one(record, accounts, links, dedupe, now, out, processed)
             except Exception as exc:  # never stall the partition: dead-letter and go on
                 log_failure(log, "the identity stage failed on a record (dead-lettered)", exc)
                 self.metrics.inc("emd_dead_letters_total", source="link")
@@ -75,6 +78,8 @@ class LinkStage:
                         ),
                     )
                 )
+        for (account, type_), n in processed.items():
+            self.metrics.inc("emd_events_processed_total", n, account=account, type=type_)
         return out
 
     def _reject(
@@ -118,9 +123,17 @@ class LinkStage:
             payload=msg.data,
         )
 
-    def _one(self, record: RecordLike, links: Any, dedupe: Any, now: float, out: list[Output]):
+    def _one(
+        self,
+        record: RecordLike,
+        accounts: Accounts,
+        links: Any,
+        dedupe: Any,
+        now: float,
+        out: list[Output],
+        processed: dict[tuple[str, str], int],
+    ) -> None:
         raw = record.value if record.value is not None else b""
-        accounts = self.accounts()
         account = header(record, ACCOUNT_HEADER) or accounts.config.fallback_account()
         if account is None or accounts.get(account) is None:
             why = (
@@ -181,7 +194,8 @@ class LinkStage:
             # Keyed by its person: the person stage of this very partition takes it (the
             # pipeline applies records for the partition in hand without sending them),
             # and asks for the link if the anonymousId is new to the user.
-            self.metrics.inc("emd_events_processed_total", account=account, type=msg.type)
+            counted = (account, msg.type)
+            processed[counted] = processed.get(counted, 0) + 1
             out.append(_event(account, rid, msg.data, msg.message_id, t, local=True))
             return
 
@@ -208,7 +222,8 @@ class LinkStage:
             links.set(keys.key(account, res.link[0]), res.link[1].encode())
         for source in merge_from:
             out.append(_merge(account, source, res.person, t))
-        self.metrics.inc("emd_events_processed_total", account=account, type=msg.type)
+        counted = (account, msg.type)
+        processed[counted] = processed.get(counted, 0) + 1
         out.append(_event(account, res.person, msg.data, msg.message_id, t))
 
     def handle_link(self, partition: int, msg: dict[str, Any], tables: Tables) -> list[Output]:

@@ -74,7 +74,16 @@ def funnel_key(account: str, rule: str, hour: int, partition: int) -> bytes:
 class _Batch:
     """One call's decoded views and what it sends."""
 
-    __slots__ = ("deliveries", "funnel", "out", "partition", "persons", "pk_index", "tables")
+    __slots__ = (
+        "deliveries",
+        "funnel",
+        "kinds",
+        "out",
+        "partition",
+        "persons",
+        "pk_index",
+        "tables",
+    )
 
     def __init__(self, tables: Tables, partition: int) -> None:
         self.tables = tables
@@ -83,6 +92,8 @@ class _Batch:
         self.deliveries = JsonView(tables(DELIVERIES, partition))
         self.pk_index = tables(PK_INDEX, partition)
         self.funnel: dict[bytes, dict[str, int]] = {}
+        #: records read per kind, counted once per batch
+        self.kinds: dict[str, int] = {}
         self.out: list[Output] = []
 
     def record(self, key: bytes) -> dict[str, Any] | None:
@@ -123,6 +134,8 @@ class PersonStage:
                     f"internal error: {type(exc).__name__}",
                     raw=record.value,
                 )
+        for kind, n in batch.kinds.items():
+            self.metrics.inc("emd_person_events_total", n, kind=kind)
         self._end(batch, tables)
         return batch.out
 
@@ -160,7 +173,8 @@ class PersonStage:
                 return
             msg = loads(record.value)
         kind = msg.get("k")
-        self.metrics.inc("emd_person_events_total", kind=str(kind))
+        counted = str(kind)
+        batch.kinds[counted] = batch.kinds.get(counted, 0) + 1
         if kind == "tick":  # from a version that sent clock ticks: the clock is ours now
             return
         account_name = msg.get("a")
