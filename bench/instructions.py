@@ -14,7 +14,8 @@ seconds (cache misses and branches are not counted), but every Python-level step
 shows in them. With ``--base`` the same is counted for another revision, checked out in a
 temporary git worktree and run with this tree's virtualenv, and the ratio is printed.
 
-``PYTHONHASHSEED`` is fixed so that dict and set layouts, and so the counts, repeat.
+``PYTHONHASHSEED`` is fixed so that dict and set layouts, and so the counts, repeat; the
+collector is off while counting (see ``child``).
 Under valgrind a run is ~50 x slower: 4,000 events take ~30 s, the two runs of a tree
 in parallel. Nothing is asserted.
 """
@@ -49,7 +50,12 @@ def child(root: str, n: int, full: bool) -> None:
 
     messages = generate(n, max(1, n // 2))
     gc.collect()
-    gc.freeze()  # as the worker (app.gc_tuning) does after start-up
+    gc.freeze()
+    # No collections while counting: when one runs depends on the exact count of
+    # allocations, and its cost on which objects it happens to find, so a change that
+    # allocates one list less moved the count by +-3 % either way. The worker collects
+    # rarely (app.gc_tuning: ~1 % of its time), so the count is the work without them.
+    gc.disable()
     bench_stages(messages[:WARM_UP])
     if full:
         bench_stages(messages)
