@@ -44,10 +44,10 @@ def _timed(fn: Callable[[Any], object], items: Sequence[Any], min_seconds: float
             return done / elapsed
 
 
-def bench_rules(
-    n_rules: int, matching: int, events: int = 5000, min_seconds: float = 1.0, seed: int = 7
-) -> dict[str, Any]:
-    """``on_event`` with ``n_rules`` rules, ``matching`` of which start on every event."""
+def rules_workload(
+    n_rules: int, matching: int, events: int = 5000, seed: int = 7
+) -> tuple[RuleSet, list[EventInput]]:
+    """``n_rules`` rules, ``matching`` of which start on every one of ``events`` inputs."""
     account = AccountConfig.model_validate(account_dict())
     maps = account.data_maps
     names = max(1, n_rules // matching)
@@ -100,6 +100,14 @@ def bench_rules(
         }
         values, _ = dms.evaluate(msg)
         inputs.append(EventInput(msg, "track", f"m-{i}", t0 + i, values, values))
+    return ruleset, inputs
+
+
+def bench_rules(
+    n_rules: int, matching: int, events: int = 5000, min_seconds: float = 1.0, seed: int = 7
+) -> dict[str, Any]:
+    """``on_event`` with ``n_rules`` rules, ``matching`` of which start on every event."""
+    ruleset, inputs = rules_workload(n_rules, matching, events, seed)
     effects = 0
 
     def one(ev: EventInput) -> None:
@@ -129,43 +137,56 @@ def bench_datamaps(messages: Sequence[dict[str, Any]], min_seconds: float = 1.0)
     }
 
 
-def bench_person(messages: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The person agent's work per event, and the records it leaves behind."""
+def person_workload(messages: Sequence[dict[str, Any]]) -> Callable[[], dict[str, Any]]:
+    """The person agent's work over ``messages`` (parsed beforehand), as a function that
+    does it once on fresh state and returns its counts and the records it left."""
     account = Account(ACCOUNT, AccountConfig.model_validate(account_dict()))
     prepared = []
     for m in messages:
         parsed = parse_message(m)
         prepared.append((parsed.data, parsed.message_id, parsed.event_time.timestamp()))
-    links: dict[str, str] = {}
-    records: dict[str, bytes] = {}
-    writes = upserts = 0
     now = time.time()
+
+    def run() -> dict[str, Any]:
+        links: dict[str, str] = {}
+        records: dict[str, bytes] = {}
+        writes = upserts = 0
+        for data, message_id, event_time in prepared:
+            res = resolve(data, links.get)
+            assert res is not None
+            if res.link is not None:
+                links[res.link[0]] = res.link[1]
+            raw = records.get(res.person)
+            out = apply_event(
+                account,
+                res.person,
+                loads(raw) if raw is not None else None,
+                data,
+                message_id=message_id,
+                event_time=event_time,
+                now=now,
+            )
+            if out.changed:
+                records[res.person] = dumps(out.record)
+                writes += 1
+            upserts += sum(1 for e in out.effects if e["op"] == "upsert")
+        return {"records": records, "writes": writes, "upserts": upserts, "events": len(prepared)}
+
+    return run
+
+
+def bench_person(messages: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The person agent's work per event, and the records it leaves behind."""
+    run = person_workload(messages)
     start = time.perf_counter()
-    for data, message_id, event_time in prepared:
-        res = resolve(data, links.get)
-        assert res is not None
-        if res.link is not None:
-            links[res.link[0]] = res.link[1]
-        raw = records.get(res.person)
-        out = apply_event(
-            account,
-            res.person,
-            loads(raw) if raw is not None else None,
-            data,
-            message_id=message_id,
-            event_time=event_time,
-            now=now,
-        )
-        if out.changed:
-            records[res.person] = dumps(out.record)
-            writes += 1
-        upserts += sum(1 for e in out.effects if e["op"] == "upsert")
+    done = run()
     elapsed = time.perf_counter() - start
-    sizes = sorted(len(v) for v in records.values())
+    n = done["events"]
+    sizes = sorted(len(v) for v in done["records"].values())
     return {
-        "events_per_s": len(prepared) / elapsed,
-        "record_writes_per_event": writes / len(prepared),
-        "upserts_per_event": upserts / len(prepared),
+        "events_per_s": n / elapsed,
+        "record_writes_per_event": done["writes"] / n,
+        "upserts_per_event": done["upserts"] / n,
         "state": {
             "persons": len(sizes),
             "bytes_mean": statistics.fmean(sizes),

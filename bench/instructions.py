@@ -1,6 +1,6 @@
 """``make bench-count [BASE=<rev>]``: the stages' work per event in instructions, counted.
 
-    python -m bench.instructions [--events 4000] [--base REV]
+    python -m bench.instructions [--events 4000] [--workloads stages,...] [--base REV]
 
 Timing cannot resolve a change under ~10 % on a shared 2-core machine (an A/A
 ``make bench-compare --stages-only`` gives 1.04 x). valgrind counts the instructions a
@@ -9,15 +9,18 @@ the neighbours do (two runs differ by ~0.05 %). This runs ``bench.core.bench_sta
 (the identity and person stages as the worker runs them, no broker) under
 ``valgrind --tool=cachegrind`` twice, once warming up only and once over ``events``
 events, and prints the difference per event: the instructions the CPython interpreter
-and its C extensions (orjson, hashlib, ...) executed for one event. Instructions are not
+and its C extensions (orjson, hashlib, ...) executed for one event. The pure core's rows
+of ``make bench`` are counted the same way (``WORKLOADS``: ``RuleSet.on_event`` with 100
+rules of which 10 match and 1,000 of which 100 match, ``DataMaps.evaluate``, the person
+work of ``bench.core.person_workload``), each over the same inputs as its row. Instructions are not
 seconds (cache misses and branches are not counted), but every Python-level step removed
 shows in them. With ``--base`` the same is counted for another revision, checked out in a
 temporary git worktree and run with this tree's virtualenv, and the ratio is printed.
 
 ``PYTHONHASHSEED`` is fixed so that dict and set layouts, and so the counts, repeat; the
 collector is off while counting (see ``child``).
-Under valgrind a run is ~50 x slower: 4,000 events take ~30 s, the two runs of a tree
-in parallel. Nothing is asserted.
+Under valgrind a run is ~50 x slower: every workload of a tree takes ~2 minutes, two
+runs at a time. Nothing is asserted.
 """
 
 from __future__ import annotations
@@ -36,19 +39,24 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 WARM_UP = 200
+RESULTS = ROOT / ".bench" / "instructions.json"
 _REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
 
 
-def child(root: str, n: int, full: bool) -> None:
-    """What runs under valgrind: the same set-up either way, the measured run if ``full``."""
+#: what can be counted: the stages, and the rows of ``make bench``'s pure core
+WORKLOADS = ("stages", "rules-100-10", "rules-1000-100", "datamaps", "person")
+
+
+def child(root: str, workload: str, n: int, full: bool) -> None:
+    """What runs under valgrind: the same set-up either way, the measured work if ``full``
+    (so the difference of the two counts is the work alone)."""
     import gc
 
     sys.path.insert(0, root)
     os.chdir(root)
-    from bench.core import bench_stages
+    from bench import core
     from bench.events import generate
 
-    messages = generate(n, max(1, n // 2))
     gc.collect()
     gc.freeze()
     # No collections while counting: when one runs depends on the exact count of
@@ -56,16 +64,44 @@ def child(root: str, n: int, full: bool) -> None:
     # allocates one list less moved the count by +-3 % either way. The worker collects
     # rarely (app.gc_tuning: ~1 % of its time), so the count is the work without them.
     gc.disable()
-    bench_stages(messages[:WARM_UP])
-    if full:
-        bench_stages(messages)
+    if workload.startswith("rules-"):
+        rules, matching = (int(x) for x in workload.split("-")[1:])
+        ruleset, inputs = core.rules_workload(rules, matching, events=n)
+        for ev in inputs[:WARM_UP]:
+            ruleset.on_event(core.new_state(), ev)
+        if full:
+            for ev in inputs:
+                ruleset.on_event(core.new_state(), ev)
+        return
+    messages = generate(n, max(1, n // 2))
+    if workload == "stages":
+        core.bench_stages(messages[:WARM_UP])
+        if full:
+            core.bench_stages(messages)
+    elif workload == "datamaps":
+        from app.config.model import DataMapConfig
+        from bench.account import account_dict
+
+        dms = core.DataMaps([DataMapConfig.model_validate(d) for d in account_dict()["data_maps"]])
+        for m in messages[:WARM_UP]:
+            dms.evaluate(m)
+        if full:
+            for m in messages:
+                dms.evaluate(m)
+    elif workload == "person":
+        core.person_workload(messages[:WARM_UP])()
+        run = core.person_workload(messages)
+        if full:
+            run()
+    else:
+        raise SystemExit(f"unknown workload {workload!r} (one of {', '.join(WORKLOADS)})")
 
 
 def available() -> bool:
     return shutil.which("valgrind") is not None
 
 
-def _count(root: Path, n: int, full: bool) -> int:
+def _count(root: Path, workload: str, n: int, full: bool) -> int:
     cmd = [
         "valgrind",
         "--tool=cachegrind",
@@ -76,6 +112,8 @@ def _count(root: Path, n: int, full: bool) -> int:
         "bench.instructions",
         "--child",
         str(root),
+        "--workloads",
+        workload,
         "--events",
         str(n),
     ]
@@ -94,15 +132,17 @@ def _count(root: Path, n: int, full: bool) -> int:
     return int(found.group(1).replace(",", ""))
 
 
-def per_event(root: Path, n: int) -> float:
-    """Instructions per event of the stages of the tree at ``root``."""
+def per_event(root: Path, workloads: tuple[str, ...], n: int) -> dict[str, float]:
+    """Instructions per event of each workload of the tree at ``root``."""
+    runs = [(w, full) for w in workloads for full in (False, True)]
     with ThreadPoolExecutor(2) as pool:
-        warm, full = pool.map(lambda f: _count(root, n, f), (False, True))
-    return (full - warm) / n
+        counts = list(pool.map(lambda r: _count(root, r[0], n, r[1]), runs))
+    by_run = dict(zip(runs, counts, strict=True))
+    return {w: (by_run[(w, True)] - by_run[(w, False)]) / n for w in workloads}
 
 
-def count(n: int, base: str | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {"events": n, "this": per_event(ROOT, n)}
+def count(n: int, workloads: tuple[str, ...], base: str | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"events": n, "this": per_event(ROOT, workloads, n)}
     if base is None:
         return out
     tmp = Path(tempfile.mkdtemp(prefix="emd-base-"))
@@ -111,12 +151,12 @@ def count(n: int, base: str | None = None) -> dict[str, Any]:
         ["git", "worktree", "add", "--detach", "--quiet", str(tree), base], cwd=ROOT, check=True
     )
     try:
-        out["base"] = per_event(tree, n)
+        out["base"] = per_event(tree, workloads, n)
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False)
         shutil.rmtree(tmp, ignore_errors=True)
     out["base_rev"] = base
-    out["ratio"] = out["this"] / out["base"]
+    out["ratio"] = {w: out["this"][w] / out["base"][w] for w in workloads}
     return out
 
 
@@ -125,22 +165,35 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m bench.instructions", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--events", type=int, default=4000)
+    parser.add_argument(
+        "--workloads",
+        default=",".join(WORKLOADS),
+        help=f"comma-separated, of {', '.join(WORKLOADS)} (default all)",
+    )
     parser.add_argument("--base", help="a revision to count too, and compare with")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--full", action="store_true", help=argparse.SUPPRESS)
     ns = parser.parse_args(argv)
     if ns.child:
-        child(ns.child, ns.events, ns.full)
+        child(ns.child, ns.workloads, ns.events, ns.full)
         return 0
     if not available():
         print("valgrind is not installed: nothing counted", file=sys.stderr)
         return 1
-    r = count(ns.events, ns.base)
-    print(json.dumps(r))
-    print(f"this tree: {r['this']:,.0f} instructions per event ({r['events']:,} events)")
-    if "base" in r:
-        print(f"{r['base_rev']}: {r['base']:,.0f} instructions per event")
-        print(f"  this / base: {r['ratio']:.4f} (work per event; below 1 is less)")
+    workloads = tuple(w for w in ns.workloads.split(",") if w)
+    r = count(ns.events, workloads, ns.base)
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(r, indent=2) + "\n")
+    print(f"results in {RESULTS.relative_to(ROOT)}")
+    print(f"instructions per event ({r['events']:,} events; rules: inputs)")
+    head = f"| workload | this tree |{f' {ns.base} | this / base |' if 'base' in r else ''}"
+    print(head)
+    print("|---|---:|" + ("---:|---:|" if "base" in r else ""))
+    for w in workloads:
+        row = f"| {w} | {r['this'][w]:,.0f} |"
+        if "base" in r:
+            row += f" {r['base'][w]:,.0f} | {r['ratio'][w]:.4f} |"
+        print(row)
     return 0
 
 

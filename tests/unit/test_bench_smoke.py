@@ -57,3 +57,23 @@ def test_sampled_profile_puts_each_stack_in_its_first_matching_layer(tmp_path) -
         "start-up (imports, opening RocksDB)": 0.05,
     }
     assert out["top"][0] == {"function": "apply_event (app/person.py:5)", "own_share": 0.5}
+
+
+def test_every_counted_workload_runs_its_set_up_and_its_work() -> None:
+    """``make bench-count`` runs these under valgrind; here, without it, each must run."""
+    import gc
+    import os
+    from pathlib import Path
+
+    from bench.instructions import WORKLOADS, child
+
+    root = str(Path(__file__).resolve().parents[2])
+    cwd = os.getcwd()
+    try:
+        for workload in WORKLOADS:
+            for full in (False, True):
+                child(root, workload, 250, full)
+    finally:  # child() is made for a process of its own
+        gc.enable()
+        gc.unfreeze()
+        os.chdir(cwd)
