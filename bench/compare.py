@@ -15,7 +15,8 @@ broker, and prints the median of each and their ratio, with the spread:
   in a worker between its collections: the pure work, without the machine's noise.
 
 The base is checked out in a temporary git worktree and run with this tree's virtualenv
-(its dependencies must be the same); it needs ``bench.run.pipeline`` and
+(its dependencies must be the same), its core compiled when this tree's is
+(``build_native.py``); it needs ``bench.run.pipeline`` and
 ``bench.core.bench_stages`` as they are in this round's revisions. Nothing is asserted.
 """
 
@@ -109,6 +110,19 @@ def compare(base: str, rounds: int, n: int, stages_only: bool = False) -> dict[s
     subprocess.run(
         ["git", "worktree", "add", "--detach", "--quiet", str(tree), base], cwd=ROOT, check=True
     )
+    from app import native
+
+    if native.compiled():  # like with like: the base's core compiled too
+        if (tree / "build_native.py").exists():
+            subprocess.run(
+                [sys.executable, "build_native.py"], cwd=tree, check=True, capture_output=True
+            )
+        else:
+            print(
+                f"[compare] {base} cannot compile its core: its sources against this "
+                "tree's compiled core (EMD_NATIVE=0 make bench-compare for sources on both)",
+                file=sys.stderr,
+            )
     results: dict[str, list[dict[str, float]]] = {"base": [], "this": []}
     try:
         for i in range(rounds):

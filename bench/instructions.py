@@ -17,6 +17,10 @@ seconds (cache misses and branches are not counted), but every Python-level step
 shows in them. With ``--base`` the same is counted for another revision, checked out in a
 temporary git worktree and run with this tree's virtualenv, and the ratio is printed.
 
+Where this tree's core is compiled (``build_native.py``) the compiled code is counted
+and the base is built the same way first (~1.5 minutes more); ``--pure`` counts the
+Python sources of both (``EMD_PURE=1``).
+
 ``PYTHONHASHSEED`` is fixed so that dict and set layouts, and so the counts, repeat; the
 collector is off while counting (see ``child``).
 Under valgrind a run is ~50 x slower: every workload of a tree takes ~2 minutes, two
@@ -101,7 +105,7 @@ def available() -> bool:
     return shutil.which("valgrind") is not None
 
 
-def _count(root: Path, workload: str, n: int, full: bool) -> int:
+def _count(root: Path, workload: str, n: int, full: bool, pure: bool) -> int:
     cmd = [
         "valgrind",
         "--tool=cachegrind",
@@ -118,6 +122,8 @@ def _count(root: Path, workload: str, n: int, full: bool) -> int:
         str(n),
     ]
     env = {**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": str(ROOT)}
+    if pure:
+        env["EMD_PURE"] = "1"
     out = subprocess.run(
         [*cmd, "--full"] if full else cmd,
         cwd=ROOT,
@@ -132,26 +138,39 @@ def _count(root: Path, workload: str, n: int, full: bool) -> int:
     return int(found.group(1).replace(",", ""))
 
 
-def per_event(root: Path, workloads: tuple[str, ...], n: int) -> dict[str, float]:
+def per_event(root: Path, workloads: tuple[str, ...], n: int, pure: bool) -> dict[str, float]:
     """Instructions per event of each workload of the tree at ``root``."""
     runs = [(w, full) for w in workloads for full in (False, True)]
     with ThreadPoolExecutor(2) as pool:
-        counts = list(pool.map(lambda r: _count(root, r[0], n, r[1]), runs))
+        counts = list(pool.map(lambda r: _count(root, r[0], n, r[1], pure), runs))
     by_run = dict(zip(runs, counts, strict=True))
     return {w: (by_run[(w, True)] - by_run[(w, False)]) / n for w in workloads}
 
 
-def count(n: int, workloads: tuple[str, ...], base: str | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {"events": n, "this": per_event(ROOT, workloads, n)}
+def count(
+    n: int, workloads: tuple[str, ...], base: str | None = None, pure: bool = False
+) -> dict[str, Any]:
+    """Counts of this tree (and ``base``): of the compiled core when this tree has a
+    current build and the base can build one (like with like), else of the sources."""
+    from app import native
+
+    pure = pure or not native.compiled()
     if base is None:
-        return out
+        return {"events": n, "compiled": not pure, "this": per_event(ROOT, workloads, n, pure)}
     tmp = Path(tempfile.mkdtemp(prefix="emd-base-"))
     tree = tmp / "tree"
     subprocess.run(
         ["git", "worktree", "add", "--detach", "--quiet", str(tree), base], cwd=ROOT, check=True
     )
     try:
-        out["base"] = per_event(tree, workloads, n)
+        pure = pure or not (tree / "build_native.py").exists()
+        if not pure:
+            subprocess.run(
+                [sys.executable, "build_native.py"], cwd=tree, check=True, capture_output=True
+            )
+        out: dict[str, Any] = {"events": n, "compiled": not pure}
+        out["this"] = per_event(ROOT, workloads, n, pure)
+        out["base"] = per_event(tree, workloads, n, pure)
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False)
         shutil.rmtree(tmp, ignore_errors=True)
@@ -171,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
         help=f"comma-separated, of {', '.join(WORKLOADS)} (default all)",
     )
     parser.add_argument("--base", help="a revision to count too, and compare with")
+    parser.add_argument(
+        "--pure", action="store_true", help="count the Python sources even when compiled"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--full", action="store_true", help=argparse.SUPPRESS)
     ns = parser.parse_args(argv)
@@ -181,11 +203,12 @@ def main(argv: list[str] | None = None) -> int:
         print("valgrind is not installed: nothing counted", file=sys.stderr)
         return 1
     workloads = tuple(w for w in ns.workloads.split(",") if w)
-    r = count(ns.events, workloads, ns.base)
+    r = count(ns.events, workloads, ns.base, ns.pure)
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(r, indent=2) + "\n")
     print(f"results in {RESULTS.relative_to(ROOT)}")
-    print(f"instructions per event ({r['events']:,} events; rules: inputs)")
+    what = "the compiled core" if r["compiled"] else "the Python sources"
+    print(f"instructions per event of {what} ({r['events']:,} events; rules: inputs)")
     head = f"| workload | this tree |{f' {ns.base} | this / base |' if 'base' in r else ''}"
     print(head)
     print("|---|---:|" + ("---:|---:|" if "base" in r else ""))

