@@ -27,7 +27,8 @@ from types import ModuleType
 
 PURE_ENV = "EMD_PURE"
 
-#: the compiled modules: pure ones (no Faust, Kafka or aiohttp) on the per-event path
+#: the compiled modules: the per-event path's, none of which imports Faust, Kafka or
+#: aiohttp (the batch path's sender and table state are handed the producer and stores)
 MODULES = (
     "app/envelope.py",
     "app/keys.py",
@@ -45,6 +46,8 @@ MODULES = (
     "app/stages/link.py",
     "app/stages/person.py",
     "app/stages/flow.py",
+    "app/batching/sender.py",
+    "app/batching/state.py",
 )
 #: ``mypycify(group_name=...)``: the library the extensions share, inside the package so
 #: that it is found wherever ``app`` is (an editable install, a wheel, a checkout)
