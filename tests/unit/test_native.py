@@ -164,3 +164,15 @@ def test_files_installed_in_one_go_are_not_stale(tmp_path: Path) -> None:
     source = root / native.MODULES[0]
     os.utime(source, (1_000_101, 1_000_101))
     assert native.stale(root) == []
+
+
+def test_an_extension_of_a_module_no_longer_compiled_makes_the_build_stale(
+    tmp_path: Path,
+) -> None:
+    """A build of an older module list leaves extensions whose code the new shared
+    library no longer has: importing one would fail."""
+    root = _tree(tmp_path, native.MODULES)
+    left = root / "app" / "batching" / ("sender" + native._SUFFIXES[0])
+    left.parent.mkdir(parents=True, exist_ok=True)
+    left.write_bytes(b"")
+    assert native.stale(root) == ["app/batching/sender.py"]
