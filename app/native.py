@@ -93,19 +93,16 @@ def stale(root: Path = ROOT) -> list[str]:
     """What makes the build unusable: a module of ``MODULES`` without its extension or
     newer than it, or an extension of a module no longer compiled (none when there is no
     build at all: the sources run, nothing is stale)."""
-    found = {m: extension_of(root / m) for m in MODULES}
-    if not any(found.values()):
+    built = extensions(root)
+    if not built:
         return []
     out = []
-    for m, ext in found.items():
+    for m in MODULES:
+        ext = extension_of(root / m)
         if ext is None or (root / m).stat().st_mtime > ext.stat().st_mtime + INSTALL_SLACK:
             out.append(m)
     wanted = {root / m for m in MODULES} | {root / "app" / "native__mypyc.py"}
-    out += [
-        str(_source_of(e).relative_to(root))
-        for e in extensions(root)
-        if _source_of(e) not in wanted
-    ]
+    out += [str(_source_of(e).relative_to(root)) for e in built if _source_of(e) not in wanted]
     return out
 
 
@@ -126,15 +123,19 @@ class _Sources(importlib.abc.MetaPathFinder):
         return importlib.util.spec_from_file_location(fullname, source)
 
 
+def _on_sources() -> bool:
+    return any(isinstance(f, _Sources) for f in sys.meta_path)
+
+
 def compiled() -> bool:
     """Whether this process runs the compiled modules."""
-    return not any(isinstance(f, _Sources) for f in sys.meta_path) and bool(extensions())
+    return not _on_sources() and bool(extensions())
 
 
 def use_sources_if_needed() -> str | None:
     """Import the sources of ``MODULES`` in this process when asked or when the build is
     stale; returns why, or None when the build (or no build) is used as it is."""
-    if any(isinstance(f, _Sources) for f in sys.meta_path):
+    if _on_sources():
         return None
     why: str | None = None
     if os.environ.get(PURE_ENV) == "1":

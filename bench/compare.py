@@ -32,6 +32,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from bench.worktree import checkout
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -105,26 +107,17 @@ def _summary(values: list[float]) -> str:
 
 
 def compare(base: str, rounds: int, n: int, stages_only: bool = False) -> dict[str, Any]:
-    tmp = Path(tempfile.mkdtemp(prefix="emd-base-"))
-    tree = tmp / "tree"
-    subprocess.run(
-        ["git", "worktree", "add", "--detach", "--quiet", str(tree), base], cwd=ROOT, check=True
-    )
     from app import native
 
-    if native.compiled():  # like with like: the base's core compiled too
-        if (tree / "build_native.py").exists():
-            subprocess.run(
-                [sys.executable, "build_native.py"], cwd=tree, check=True, capture_output=True
-            )
-        else:
+    results: dict[str, list[dict[str, float]]] = {"base": [], "this": []}
+    # like with like: the base's core compiled too when this tree's is
+    with checkout(base, compiled=native.compiled()) as (tree, compiled):
+        if native.compiled() and not compiled:
             print(
                 f"[compare] {base} cannot compile its core: its sources against this "
                 "tree's compiled core (EMD_NATIVE=0 make bench-compare for sources on both)",
                 file=sys.stderr,
             )
-    results: dict[str, list[dict[str, float]]] = {"base": [], "this": []}
-    try:
         for i in range(rounds):
             for label, root in (("base", tree), ("this", ROOT)):
                 r = _run_one(root, n, stages_only)
@@ -136,8 +129,6 @@ def compare(base: str, rounds: int, n: int, stages_only: bool = False) -> dict[s
                     file=sys.stderr,
                     flush=True,
                 )
-    finally:
-        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False)
     out: dict[str, Any] = {"base": base, "rounds": rounds, "events": n}
     for key in ("stages_cpu_s",) if stages_only else ("pipeline", "stages_cpu_s"):
         b = [r[key] for r in results["base"]]

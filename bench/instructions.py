@@ -36,10 +36,11 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+from bench.worktree import checkout
 
 ROOT = Path(__file__).resolve().parents[1]
 WARM_UP = 200
@@ -157,23 +158,11 @@ def count(
     pure = pure or not native.compiled()
     if base is None:
         return {"events": n, "compiled": not pure, "this": per_event(ROOT, workloads, n, pure)}
-    tmp = Path(tempfile.mkdtemp(prefix="emd-base-"))
-    tree = tmp / "tree"
-    subprocess.run(
-        ["git", "worktree", "add", "--detach", "--quiet", str(tree), base], cwd=ROOT, check=True
-    )
-    try:
-        pure = pure or not (tree / "build_native.py").exists()
-        if not pure:
-            subprocess.run(
-                [sys.executable, "build_native.py"], cwd=tree, check=True, capture_output=True
-            )
-        out: dict[str, Any] = {"events": n, "compiled": not pure}
+    with checkout(base, compiled=not pure) as (tree, compiled):
+        pure = not compiled
+        out: dict[str, Any] = {"events": n, "compiled": compiled}
         out["this"] = per_event(ROOT, workloads, n, pure)
         out["base"] = per_event(tree, workloads, n, pure)
-    finally:
-        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False)
-        shutil.rmtree(tmp, ignore_errors=True)
     out["base_rev"] = base
     out["ratio"] = {w: out["this"][w] / out["base"][w] for w in workloads}
     return out
