@@ -26,6 +26,8 @@ from agents.sink import Sink
 from app.batching.consumer import BatchConsumer, Held
 from app.batching.sender import Partitioner
 from app.batching.transaction import CRASH_ENV, Transaction
+from app.stages.bundle import HEAD as BUNDLE_HEAD
+from app.stages.bundle import kinds as bundle_kinds
 from app.stages.flow import PartitionFlow
 from app.stages.state import DEAD, EFFECTS, INPUT, PERSON, Output
 from tables import Tables
@@ -165,7 +167,9 @@ def _labels(outputs: list[Output]) -> set[str]:
     labels: set[str] = set()
     for o in outputs:
         head = o.value[:24]
-        if head.startswith(b'{"k":"'):
+        if head.startswith(BUNDLE_HEAD):
+            labels |= bundle_kinds(o.value)
+        elif head.startswith(b'{"k":"'):
             labels.add(head[6:].split(b'"', 1)[0].decode())
         elif head.startswith(b'{"op":"'):
             labels.add(head[7:].split(b'"', 1)[0].decode())

@@ -6,8 +6,9 @@ into per-account lanes (``agents.lanes``): one account's failing or slow Emarsys
 only that account's effects, which are parked in its parking topic when it cannot
 deliver them, so the other accounts' offsets keep being committed. A batch a lane
 delivers (``app.delivery``: merged upserts first, then triggers, then deletes) sends its
-outcomes back to the person stage (one ``dlv`` record per person, for the delivery log
-and the acknowledged fields) and to the dead letters; then its records are settled. A
+outcomes back to the person stage (one ``dlv`` item per person, for the delivery log
+and the acknowledged fields, in one bundle per person partition: ``app.stages.bundle``)
+and to the dead letters; then its records are settled. A
 fetched span is acked once each of its records is delivered, dead-lettered or parked:
 offsets are committed only then (at least once).
 
@@ -42,6 +43,7 @@ from app.envelope import dead_letter, dumps, loads, now_iso
 from app.recent import RecentDeliveries
 from app.retries import RetryTracker
 from app.runtime import Runtime
+from app.stages.bundle import bundle
 from app.stages.state import DEAD, PERSON, Output
 
 log = logging.getLogger("emd.sink")
@@ -302,8 +304,14 @@ class Sink:
             why = f"gave up: Emarsys unavailable for longer than {format_duration(cfg.retry_for)}"
             outcomes += [Outcome(e, False, None, why, True) for e in expired]
         reports: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        counts: dict[tuple[str, str, str], int] = {}
+        at = now_iso()  # the batch's answer: one time for its outcomes
         for outcome in outcomes:
-            outputs += self._report(outcome, reports)
+            outputs += self._report(outcome, reports, counts, at)
+        for (acct, op, result), n in counts.items():
+            self.runtime.metrics.inc(
+                "emd_emarsys_contacts_total", n, account=acct, op=op, outcome=result
+            )
         for (acct, person), entries in reports.items():
             outputs.append(
                 Output(
@@ -312,7 +320,7 @@ class Sink:
                     dumps({"k": "dlv", "a": acct, "p": person, "items": entries}),
                 )
             )
-        return any(o.given_up for o in outcomes), outputs
+        return any(o.given_up for o in outcomes), bundle(outputs, self.partitioner)
 
     async def report(self, outputs: list[Output]) -> None:
         """The outcomes must reach the broker before the records count as done."""
@@ -332,17 +340,20 @@ class Sink:
         acct = self.runtime.accounts.get(account)
         return acct.config.emarsys if acct is not None else None
 
-    def _report(self, outcome: Outcome, reports: dict[tuple[str, str], list[dict[str, Any]]]):
+    def _report(
+        self,
+        outcome: Outcome,
+        reports: dict[tuple[str, str], list[dict[str, Any]]],
+        counts: dict[tuple[str, str, str], int],
+        at: str,
+    ):
         e = outcome.effect
         account = e.get("account", "")
-        self.runtime.metrics.inc(
-            "emd_emarsys_contacts_total",
-            account=account,
-            op=str(e.get("op")),
-            outcome="ok" if outcome.ok else ("gave_up" if outcome.given_up else "failed"),
-        )
+        result = "ok" if outcome.ok else ("gave_up" if outcome.given_up else "failed")
+        counted = (account, str(e.get("op")), result)
+        counts[counted] = counts.get(counted, 0) + 1
         entry = outcome.record()
-        entry["at"] = now_iso()
+        entry["at"] = at
         self.recent.add(account, {**entry, "person": e.get("person")})
         if e.get("person"):
             reports.setdefault((account, e["person"]), []).append(entry)

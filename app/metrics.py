@@ -12,7 +12,9 @@ from collections.abc import Callable
 _HELP = {
     "emd_events_in_total": "Segment messages accepted into the input topic",
     "emd_events_processed_total": "events processed by the identity agent",
-    "emd_person_events_total": "records processed by the person agent, by kind",
+    "emd_person_events_total": (
+        "person-events records processed by the person stage, by kind (a bundle's items one by one)"
+    ),
     "emd_events_rejected_total": "messages rejected (dead-lettered) with their reason class",
     "emd_events_deduped_total": "duplicate messageIds skipped",
     "emd_datamap_failures_total": "values a data map could not convert (left out)",

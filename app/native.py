@@ -44,6 +44,7 @@ MODULES = (
     "app/recent.py",
     "app/wake_index.py",
     "app/stages/state.py",
+    "app/stages/bundle.py",
     "app/stages/link.py",
     "app/stages/person.py",
     "app/stages/flow.py",

@@ -439,11 +439,18 @@ def pipeline(
         "status": stats["status"],
     }
     stack.stop_worker(worker)
-    # what the person agent had to process, by kind (ev, merge, state, pk, dlv, tick)
-    kinds = Counter(
-        json.loads(r.value).get("k") for r in read_topic(broker_url, stack.topic("person-events"))
-    )
+    # what the person agent had to process, by kind (ev, merge, state, pk, dlv, link,
+    # settle), the items of bundles (app.stages.bundle) counted one by one
+    kinds: Counter[str] = Counter()
+    for r in read_topic(broker_url, stack.topic("person-events")):
+        body = json.loads(r.value)
+        if body.get("k") == "b":
+            kinds.update(item[1].get("k") for item in body["i"])
+        else:
+            kinds[body.get("k")] += 1
     result["records"]["person_events_by_kind"] = dict(kinds.most_common())
+    result["records"]["person_events_items"] = sum(kinds.values())
+    result["records"]["person_events_items_per_event"] = sum(kinds.values()) / n
     return result
 
 
@@ -620,7 +627,8 @@ def render(r: dict[str, Any]) -> str:
             "**app: link + person agents**",
             p["events_per_s"],
             f"{secs['link_and_person']:.1f} s, person agent done by {p['person_measured_by']}; "
-            f"{p['records']['person_events_per_event']:.2f} person-events records per event ("
+            f"{p['records']['person_events_per_event']:.2f} person-events records per event, "
+            f"carrying {p['records'].get('person_events_items_per_event', 0):.2f} items ("
             + ", ".join(f"{k} {v:,}" for k, v in p["records"]["person_events_by_kind"].items())
             + ")",
         ),

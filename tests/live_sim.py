@@ -28,6 +28,7 @@ from app.envelope import dumps
 from app.identity import partition_id
 from app.metrics import Metrics
 from app.recent import RecentEvents
+from app.stages.bundle import bundle
 from app.stages.flow import PartitionFlow
 from app.stages.link import LinkStage
 from app.stages.person import PersonStage
@@ -174,11 +175,13 @@ class LiveSim:
                 if effect.get("person") and entry is not None:
                     pkey = keys.key(effect["account"], effect["person"])
                     reports.setdefault(pkey, []).append(entry)
+        dlv = []
         for pkey, items in reports.items():  # one delivery report per person, as the sink
             account, person = keys.split(pkey)
-            self._append(
-                PERSON, pkey, dumps({"k": "dlv", "a": account, "p": person, "items": items})
-            )
+            body = {"k": "dlv", "a": account, "p": person, "items": items}
+            dlv.append(Output(PERSON, pkey, dumps(body)))
+        for o in bundle(dlv, lambda k: partition_of(k, self.partitions)):  # as the sink
+            self._append(PERSON, o.key, o.value, o.partition)
 
     def _emarsys(self, effect: dict[str, Any]) -> dict[str, Any] | None:
         op = effect["op"]

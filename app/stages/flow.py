@@ -5,14 +5,16 @@ partition being processed (every event keyed by its person: ``app.identity.parti
 the person stage takes it in the same transaction instead of a round trip through the
 person-events topic (and as the decoded body it was made from, when it was made with
 ``Output.of``: no JSON round trip). The same holds for whatever the person stage sends to its own
-partition. The worker's pipeline and the tests' live simulation both go through here,
-so what the tests prove about interleavings is what the worker does.
+partition. What goes to other person partitions leaves in bundles, one per partition
+(``app.stages.bundle``). The worker's pipeline and the tests' live simulation both go
+through here, so what the tests prove about interleavings is what the worker does.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from app.stages.bundle import Bundles, bundlable
 from app.stages.link import LinkStage
 from app.stages.person import PersonStage
 from app.stages.state import PERSON, LocalRecord, Output, RecordLike, Tables
@@ -40,7 +42,7 @@ class PartitionFlow:
     def person_events(
         self, partition: int, records: Sequence[RecordLike], tables: Tables, now: float
     ) -> list[Output]:
-        outputs = self.person.handle(partition, records, tables, now)
+        outputs = self.person.handle_fetched(partition, records, tables, now)
         return self._local(partition, outputs, tables, now)
 
     def clock(self, partition: int, tables: Tables, now: float) -> list[Output]:
@@ -50,19 +52,28 @@ class PartitionFlow:
         self, partition: int, outputs: list[Output], tables: Tables, now: float
     ) -> list[Output]:
         sent: list[Output] = []
+        bundles = Bundles()  # for the other person partitions, in order
         for _ in range(MAX_LOCAL_ROUNDS):
             here: list[LocalRecord] = []
             for o in outputs:
-                if (
-                    o.topic == PERSON
-                    and o.partition is None
-                    and self.partition_of(o.key) == partition
-                ):
-                    here.append(LocalRecord(o, partition))
-                else:
+                if o.topic == PERSON and o.partition is None:
+                    p = self.partition_of(o.key)
+                    if p == partition:
+                        here.append(LocalRecord(o, partition))
+                        continue
                     o.encode()  # leaves: the body is garbage from here on
-                    sent.append(o)
+                    if bundlable(o):
+                        bundles.add(p, o)
+                        continue
+                else:
+                    o.encode()
+                sent.append(o)
             if not here:
-                return sent
+                return sent + bundles.outputs()
             outputs = self.person.handle(partition, here, tables, now)
-        return sent + outputs
+        for o in outputs:
+            if bundlable(o):
+                bundles.add(self.partition_of(o.key), o)
+            else:
+                sent.append(o)
+        return sent + bundles.outputs()

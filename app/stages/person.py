@@ -32,6 +32,7 @@ from app.identity import usable_id
 from app.metrics import Metrics
 from app.person import MAX_FORWARDS, Outcome, apply_delivery, delete_effect, export_for_merge
 from app.recent import RecentEvents
+from app.stages.bundle import unbundle
 from app.stages.link import LinkStage
 from app.stages.state import (
     DEAD,
@@ -117,11 +118,25 @@ class PersonStage:
 
     # ------------------------------------------------------------------ entry points
 
-    def handle(
+    def handle_fetched(
         self, partition: int, records: Sequence[RecordLike], tables: Tables, now: float
+    ) -> list[Output]:
+        """Records read from person-events: a bundle as its items (``app.stages.bundle``)."""
+        items, unreadable = unbundle(records, partition)
+        return self.handle(partition, items, tables, now, unreadable)
+
+    def handle(
+        self,
+        partition: int,
+        records: Sequence[RecordLike],
+        tables: Tables,
+        now: float,
+        unreadable: Sequence[tuple[str, Any, bytes | None]] = (),
     ) -> list[Output]:
         self._ensure_index(partition, tables)
         batch = _Batch(tables, partition)
+        for reason, payload, raw in unreadable:
+            self._dead(batch, "person", reason, payload=payload, raw=raw)
         batch.persons.table.prefetch({r.key for r in records if r.key})
         for record in records:
             try:
