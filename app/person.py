@@ -447,8 +447,13 @@ def apply_delivery(record: dict[str, Any], delivery: dict[str, Any]) -> bool:
         return False
     fields = delivery.get("fields") or {}
     if delivery.get("ok"):
-        record["acked"].update(fields)
-        return bool(fields)
+        acked = record["acked"]
+        changed = False
+        for f, v in fields.items():  # a record rewritten only when it learns something
+            if f not in acked or type(acked[f]) is not type(v) or acked[f] != v:
+                acked[f] = v
+                changed = True
+        return changed
     changed = False
     for f, v in fields.items():
         if record["sent"].get(f) == v:

@@ -60,7 +60,8 @@ class Bundles:
 
     def outputs(self) -> list[Output]:
         """A lone record of a partition as it is; more, in bundles of at most
-        ``MAX_ITEMS`` items and about ``MAX_BYTES``, in order."""
+        ``MAX_ITEMS`` items and ``MAX_BYTES`` (and a record larger than that as it is), in
+        order."""
         out: list[Output] = []
         for partition, group in self.groups.items():
             if len(group) == 1:
@@ -70,15 +71,17 @@ class Bundles:
             size = 0
             for o in group:
                 value = o.value
-                if size and (len(parts) >= 2 * MAX_ITEMS or size + len(value) > MAX_BYTES):
-                    parts[-1] = _TAIL
+                if size and (len(parts) > 2 * MAX_ITEMS or size + len(value) > MAX_BYTES):
                     out.append(_bundle(partition, parts))
                     parts, size = [HEAD], 0
+                if len(value) > MAX_BYTES:  # as it is: never larger than it was alone
+                    out.append(o)
+                    continue
                 parts.append(value)
                 parts.append(_COMMA)
                 size += len(value) + 1
-            parts[-1] = _TAIL
-            out.append(_bundle(partition, parts))
+            if size:
+                out.append(_bundle(partition, parts))
         self.groups = {}
         return out
 
@@ -103,6 +106,8 @@ def bundle(outputs: Iterable[Output], partition_of: Callable[[bytes], int]) -> l
 
 
 def _bundle(partition: int, parts: list[bytes]) -> Output:
+    """``parts``: HEAD, then each item followed by a comma (the last one becomes the tail)."""
+    parts[-1] = _TAIL
     return Output(PERSON, b"", b"".join(parts), partition=partition)
 
 
@@ -146,5 +151,5 @@ def unbundle(
                 if isinstance(account, str) and isinstance(person, str)
                 else b""
             )
-            out.append(LocalRecord(Output.of(PERSON, key, item), partition))
+            out.append(LocalRecord(None, partition, key, item))
     return out, bad

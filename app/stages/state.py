@@ -127,21 +127,26 @@ class Record:
 
 
 class LocalRecord:
-    """An ``Output`` read by a stage of the partition it was made in: its body as is."""
+    """An ``Output`` read by a stage of the partition it was made in: its body as is (or,
+    with no ``Output``, a body decoded with others: an item of a bundle)."""
 
     __slots__ = ("_output", "body", "key", "offset", "partition")
 
     headers: tuple[tuple[str, bytes], ...] = ()
 
-    def __init__(self, output: Output, partition: int) -> None:
+    def __init__(self, output: Output | None, partition: int, key: bytes = b"", body: Any = None):
         self._output = output
-        self.key = output.key
-        self.body = output.body
+        if output is not None:
+            key, body = output.key, output.body
+        self.key = key
+        self.body = body
         self.partition = partition
         self.offset = -1
 
     @property
     def value(self) -> bytes:
+        if self._output is None:
+            return dumps(self.body)
         return self._output.value
 
 

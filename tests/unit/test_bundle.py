@@ -66,6 +66,16 @@ def test_a_lone_record_is_sent_as_it_is_and_large_ones_split():
     assert all(len(o.value) <= MAX_BYTES + 64 for o in sent)
     got = items_by_partition(sent)[part(big[0].key)]
     assert [body["n"] for _, body in got] == list(range(60))
+    huge = person_output("u:same", "state", state={"x": "y" * MAX_BYTES})
+    sent = bundle([big[0], huge, big[1], big[2]], part)
+    assert huge in sent  # larger than a bundle: as it is, in its place
+    got = items_by_partition(sent)[part(big[0].key)]
+    assert [(body["k"], body.get("n")) for _, body in got] == [
+        ("ev", 0),
+        ("state", None),
+        ("ev", 1),
+        ("ev", 2),
+    ]
 
 
 def test_records_with_an_explicit_partition_or_other_topics_are_not_bundled():

@@ -252,6 +252,19 @@ def test_delivery_ok_acknowledges_the_fields(account: Account) -> None:
     assert event(account, rec, identify(firstName="Ann"), at=T + 1).effects == []
 
 
+def test_a_delivery_that_acknowledges_nothing_new_leaves_the_record_unwritten(
+    account: Account,
+) -> None:
+    out = event(account, None, identify(firstName="Ann"))
+    rec = out.record
+    assert rec is not None
+    u = only_upsert(out)
+    assert apply_delivery(rec, {**u, "ok": True})
+    assert not apply_delivery(rec, {**u, "ok": True})  # the same answer again: no change
+    assert apply_delivery(rec, {**u, "ok": True, "fields": {"1": "Anna"}})  # a new value
+    assert rec["acked"] == {"3": EMAIL, "1": "Anna"}
+
+
 def test_delivery_failure_sends_the_field_again(account: Account) -> None:
     rec = known(account, firstName="Ann")
     out = event(account, rec, identify(firstName="Anna"), at=T + 1)
