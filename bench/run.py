@@ -445,7 +445,7 @@ def pipeline(
     for r in read_topic(broker_url, stack.topic("person-events")):
         body = json.loads(r.value)
         if body.get("k") == "b":
-            kinds.update(item[1].get("k") for item in body["i"])
+            kinds.update(item.get("k") for item in body["i"])
         else:
             kinds[body.get("k")] += 1
     result["records"]["person_events_by_kind"] = dict(kinds.most_common())
