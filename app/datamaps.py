@@ -40,7 +40,7 @@ from typing import Any, Final
 
 from app.config.model import DataMapConfig
 from app.jsonpath import MISSING, PathSet, compile_path
-from app.segment.model import parse_iso
+from app.segment.plain import parse_iso
 
 SHORT_TEXT_FIELDS: Final = frozenset({1, 2, 46})
 """Emarsys system fields of type short text (60 characters): first name, last name,

@@ -32,6 +32,7 @@ PURE_ENV = "EMD_PURE"
 #: aiohttp (the batch path's table state is handed the stores)
 MODULES = (
     "app/envelope.py",
+    "app/segment/plain.py",
     "app/keys.py",
     "app/identity.py",
     "app/jsonpath.py",
