@@ -441,13 +441,13 @@ def pipeline(
     stack.stop_worker(worker)
     # what the person agent had to process, by kind (ev, merge, state, pk, dlv, link,
     # settle), the items of bundles (app.stages.bundle) counted one by one
-    kinds: Counter[str] = Counter()
-    for r in read_topic(broker_url, stack.topic("person-events")):
-        body = json.loads(r.value)
-        if body.get("k") == "b":
-            kinds.update(item.get("k") for item in body["i"])
-        else:
-            kinds[body.get("k")] += 1
+    from app.stages.bundle import unbundle
+    from app.stages.state import LocalRecord
+
+    items, _ = unbundle(list(read_topic(broker_url, stack.topic("person-events"))), 0)
+    kinds = Counter(
+        (r.body if isinstance(r, LocalRecord) else json.loads(r.value)).get("k") for r in items
+    )
     result["records"]["person_events_by_kind"] = dict(kinds.most_common())
     result["records"]["person_events_items"] = sum(kinds.values())
     result["records"]["person_events_items_per_event"] = sum(kinds.values()) / n

@@ -31,7 +31,6 @@ import orjson
 from app import keys
 from app.stages.state import PERSON, LocalRecord, Output, RecordLike
 
-KIND = "b"
 #: a bundle's bounds: well inside a producer batch (256 KB) and Kafka's message limit
 MAX_ITEMS = 1000
 MAX_BYTES = 64 * 1024

@@ -56,18 +56,15 @@ class PartitionFlow:
         for _ in range(MAX_LOCAL_ROUNDS):
             here: list[LocalRecord] = []
             for o in outputs:
-                if o.topic == PERSON and o.partition is None:
-                    p = self.partition_of(o.key)
-                    if p == partition:
-                        here.append(LocalRecord(o, partition))
-                        continue
-                    o.encode()  # leaves: the body is garbage from here on
-                    if bundlable(o):
-                        bundles.add(p, o)
-                        continue
+                to = self.partition_of(o.key) if o.topic == PERSON and o.partition is None else -1
+                if to == partition:
+                    here.append(LocalRecord(o, partition))
+                    continue
+                o.encode()  # leaves: the body is garbage from here on
+                if to >= 0 and bundlable(o):
+                    bundles.add(to, o)
                 else:
-                    o.encode()
-                sent.append(o)
+                    sent.append(o)
             if not here:
                 return sent + bundles.outputs()
             outputs = self.person.handle(partition, here, tables, now)
