@@ -24,7 +24,7 @@ from typing import Any
 
 from agents.sink import Sink
 from app.batching.consumer import BatchConsumer, Held
-from app.batching.sender import Partitioner
+from app.batching.partition import Partitioner
 from app.batching.transaction import CRASH_ENV, Transaction
 from app.stages.bundle import HEAD as BUNDLE_HEAD
 from app.stages.bundle import kinds as bundle_kinds

@@ -35,7 +35,8 @@ from faust.types import TP
 from agents.lanes import DIRECT, AccountLane, Item, Span
 from app import keys
 from app.batching.consumer import BatchConsumer, Held
-from app.batching.sender import Outbox, Partitioner, Sender
+from app.batching.partition import Partitioner
+from app.batching.sender import Outbox, Sender
 from app.config.model import EmarsysConfig
 from app.delivery import Clients, Outcome, close_quietly, deliver
 from app.durations import format_duration

@@ -21,7 +21,8 @@ import faust
 from agents.pipeline import Pipeline, TopicNames, subscribe
 from agents.sink import Sink, parking_topic
 from app import gc_tuning, profiling, recovery_guard
-from app.batching.sender import Outbox, Partitioner
+from app.batching.partition import Partitioner
+from app.batching.sender import Outbox
 from app.config import ConfigError, load_config
 from app.config_topic import ConfigTopic
 from app.delivery import Clients

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from app.batching.sender import Partitioner
+from app.batching.partition import Partitioner
 from app.recent import RecentDeliveries, RecentEvents
 from tables import Tables
 

@@ -205,6 +205,8 @@ def bench_stages(messages: Sequence[dict[str, Any]], batch: int = 500) -> dict[s
     the person stage in the same call; then the person stage over what was sent to other
     partitions; in batches per partition, with dict tables and the production lateness
     window."""
+    # through sender, where revisions before app.batching.partition have it too (bench-count
+    # runs this workload against a base revision's app)
     from app.batching.sender import Partitioner
     from app.config.model import Config
     from app.metrics import Metrics

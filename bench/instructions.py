@@ -49,7 +49,10 @@ _REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
 
 
 #: what can be counted: the stages, and the rows of ``make bench``'s pure core
-WORKLOADS = ("stages", "rules-100-10", "rules-1000-100", "datamaps", "person")
+WORKLOADS = ("stages", "stages-sessions", "rules-100-10", "rules-1000-100", "datamaps", "person")
+#: events per person: ``make bench``'s mix (most people seen once or twice), and people
+#: in a browsing session (``stages-sessions``: 20 events each, their lateness windows full)
+EVENTS_PER_PERSON = {"stages-sessions": 20}
 
 
 def child(root: str, workload: str, n: int, full: bool) -> None:
@@ -78,8 +81,8 @@ def child(root: str, workload: str, n: int, full: bool) -> None:
             for ev in inputs:
                 ruleset.on_event(core.new_state(), ev)
         return
-    messages = generate(n, max(1, n // 2))
-    if workload == "stages":
+    messages = generate(n, max(1, n // EVENTS_PER_PERSON.get(workload, 2)))
+    if workload in ("stages", "stages-sessions"):
         core.bench_stages(messages[:WARM_UP])
         if full:
             core.bench_stages(messages)

@@ -5,59 +5,18 @@ per record; ``create_batch``/``send_batch`` build the batch directly. The batche
 through Faust's own producer, so its flush before every commit covers them. A batch is
 closed before it is queued, so it does not wait out ``producer_linger``.
 
-Keys are partitioned exactly as aiokafka's ``DefaultPartitioner`` does (murmur2 of the
-key bytes), so a record lands where Faust's router and ``table_route`` look for it; the
-hash is cached per key, since the same persons and contacts come back batch after batch.
+Keys are partitioned exactly as aiokafka's ``DefaultPartitioner`` does
+(``app.batching.partition``), so a record lands where Faust's router and ``table_route``
+look for it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import struct
 from collections.abc import Callable, Mapping
 from typing import Any
 
-MAX_CACHED_KEYS = 200_000
-_M = 0x5BD1E995
-_WORDS = struct.Struct("<I").iter_unpack
-
-
-def murmur2(data: bytes) -> int:
-    """Kafka's murmur2 (aiokafka's ``murmur2``, the Java client's ``Utils.murmur2``), the
-    same value at about a third of the cost: the key read as little-endian words at once,
-    one mask per product instead of one per operation (every first key of a person or a
-    contact is hashed; ``tests/unit/test_batching_faust_internals.py`` compares them)."""
-    length = len(data)
-    h = 0x9747B28C ^ length
-    body = length & ~3
-    for (k,) in _WORDS(data[:body]):
-        k = (k * _M) & 0xFFFFFFFF
-        k = ((k ^ (k >> 24)) * _M) & 0xFFFFFFFF
-        h = ((h * _M) & 0xFFFFFFFF) ^ k
-    extra = length & 3
-    if extra:
-        if extra == 3:
-            h ^= data[body + 2] << 16
-        if extra >= 2:
-            h ^= data[body + 1] << 8
-        h = ((h ^ data[body]) * _M) & 0xFFFFFFFF
-    h ^= h >> 13
-    h = (h * _M) & 0xFFFFFFFF
-    return h ^ (h >> 15)
-
-
-class Partitioner:
-    def __init__(self, partitions: int) -> None:
-        self.partitions = partitions
-        self._cache: dict[bytes, int] = {}
-
-    def __call__(self, key: bytes) -> int:
-        p = self._cache.get(key)
-        if p is None:
-            if len(self._cache) >= MAX_CACHED_KEYS:
-                self._cache.clear()
-            p = self._cache[key] = (murmur2(key) & 0x7FFFFFFF) % self.partitions
-        return p
+from app.batching.partition import Partitioner
 
 
 class Sender:

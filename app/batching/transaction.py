@@ -30,7 +30,8 @@ import signal
 from collections.abc import Iterable
 from typing import Any
 
-from app.batching.sender import Partitioner, Sender
+from app.batching.partition import Partitioner
+from app.batching.sender import Sender
 from app.batching.state import TableStates, write_partition
 from app.stages.state import Output
 

@@ -189,7 +189,7 @@ def test_visitor_and_user_on_different_workers(stack, simulator):
         parts = http("GET", f"{w.url}/health").json()["assigned_partitions"]
         for p in parts.get(stack.input_topic, []):
             owners[p] = w.index
-    from app.batching.sender import Partitioner
+    from app.batching.partition import Partitioner
 
     part = Partitioner(4)
     tag, n, t0 = f"w{uuid.uuid4().hex[:6]}", 400, time.time() - 240
@@ -229,7 +229,7 @@ def _tag_apart(partitions: int) -> str:
     same transaction and never sent (``app.stages.flow``), so there would be no ``state``
     or ``pk`` record to crash after (the link partition, keyed by the bare anonymousId,
     does not matter: its merge request is a record of its own)."""
-    from app.batching.sender import Partitioner
+    from app.batching.partition import Partitioner
 
     part = Partitioner(partitions)
     while True:

@@ -24,7 +24,7 @@ from faust.transport.drivers import aiokafka as driver
 from faust.types import TP
 
 from app.batching.consumer import BatchConsumer, BatchTransport
-from app.batching.sender import Partitioner
+from app.batching.partition import Partitioner
 
 
 def test_the_pinned_faust_version_is_the_one_these_tests_describe():
@@ -109,7 +109,7 @@ def test_faust_producer_exposes_the_aiokafka_producer():
 def test_our_murmur2_is_aiokafkas_for_every_length_and_byte():
     import random
 
-    from app.batching.sender import murmur2 as ours
+    from app.batching.partition import murmur2 as ours
 
     rng = random.Random(5)
     for n in range(0, 70):

@@ -24,7 +24,7 @@ import hashlib, json, sys
 import orjson
 from app import native
 from app.account import Accounts
-from app.batching.sender import Partitioner
+from app.batching.partition import Partitioner
 from app.config.model import Config
 from app.metrics import Metrics
 from app.recent import RecentEvents
