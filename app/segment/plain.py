@@ -51,19 +51,42 @@ def parse_iso(text: str) -> datetime:
 
     ``ValueError`` says why ``text`` is not an ISO 8601 date-time (without the field name).
     """
-    if len(text) > _ISO_MAX_LEN or _ISO_SHAPE.fullmatch(text) is None:
+    if not _usual_shape(text) and (len(text) > _ISO_MAX_LEN or _ISO_SHAPE.fullmatch(text) is None):
         raise ValueError(f"{_short(text)} is not an ISO 8601 date-time ({_ISO_EXPECTED})")
     try:
         # C-fast for every shape the pattern admits except lowercase t/z and >24h offsets.
         dt = datetime.fromisoformat(text)
     except ValueError:
         m = _ISO_RE.fullmatch(text)
-        assert m is not None  # the same language as _ISO_SHAPE
+        if m is None:  # the usual shape, with something else than digits in it
+            raise ValueError(
+                f"{_short(text)} is not an ISO 8601 date-time ({_ISO_EXPECTED})"
+            ) from None
         return _parse_iso_slow(text, m)
     if dt.tzinfo is not None:
         return dt
     # No offset: UTC. The constructor is a third of ``replace(tzinfo=...)``'s cost.
     return datetime(dt.year, dt.month, dt.day, dt.hour, dt.minute, dt.second, dt.microsecond, UTC)
+
+
+def _usual_shape(text: str) -> bool:
+    """Whether ``text`` is laid out as ``YYYY-MM-DDTHH:MM:SS.fffZ`` (what Segment's
+    libraries write), its digits left to ``datetime.fromisoformat``, which accepts only
+    ASCII digits where digits belong: such a text is in ``_ISO_SHAPE``'s language exactly
+    when ``fromisoformat`` takes it, so the pattern need not run (a tenth of the cost).
+    Anything ``fromisoformat`` refuses goes on to ``_parse_iso_slow``, which gives the
+    reason."""
+    return (
+        len(text) == 24
+        and text[23] == "Z"
+        and text[19] == "."
+        and text[10] == "T"
+        and text[4] == "-"
+        and text[7] == "-"
+        and text[13] == ":"
+        and text[16] == ":"
+        and text.isascii()
+    )
 
 
 def _parse_iso_slow(text: str, m: re.Match[str]) -> datetime:

@@ -984,3 +984,42 @@ def test_an_invalid_batch_level_sent_at_is_refused(sent_at: Any) -> None:
     with pytest.raises(InvalidMessage) as err:
         split_batch({"sentAt": sent_at, "batch": []})
     assert err.value.reason.startswith("sentAt:") and "batch-level" in err.value.reason
+
+
+def _parse_iso_by_the_pattern(text: str) -> datetime:
+    """What ``parse_iso`` answers, decided by the ISO pattern alone (no shortcut)."""
+    from app.segment import plain
+
+    if len(text) > 40 or plain._ISO_SHAPE.fullmatch(text) is None:
+        raise ValueError(f"{plain._short(text)} is not an ISO 8601 date-time")
+    match = plain._ISO_RE.fullmatch(text)
+    assert match is not None
+    return plain._parse_iso_slow(text, match)
+
+
+_USUAL_CHARS = st.sampled_from("0123456789012345678901234567890123456789x-:. Tz٣+")
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(_USUAL_CHARS, min_size=17, max_size=17), st.booleans())
+def test_the_usual_timestamp_shape_parses_as_the_pattern_says(digits: list[str], real: bool):
+    """Timestamps laid out as Segment writes them skip the pattern (``_usual_shape``):
+    whatever stands where the digits belong (valid or not, other digits, letters), the
+    answer, or the rejection, is the pattern's."""
+    if real:  # a valid date with what is not a digit put in: both sides are exercised
+        digits = [
+            c if not c.isdigit() else b for b, c in zip("20261202011150963", digits, strict=True)
+        ]
+    d = "".join(digits)
+    text = f"{d[0:4]}-{d[4:6]}-{d[6:8]}T{d[8:10]}:{d[10:12]}:{d[12:14]}.{d[14:17]}Z"
+    try:
+        expected: datetime | str = _parse_iso_by_the_pattern(text)
+    except ValueError as exc:
+        expected = str(exc).split(" (")[0]
+    try:
+        got: datetime | str = parse_iso(text)
+    except ValueError as exc:
+        got = str(exc).split(" (")[0]
+    assert got == expected
+    if isinstance(got, datetime):
+        assert isinstance(expected, datetime) and got.utcoffset() == expected.utcoffset()
