@@ -81,6 +81,7 @@ from app.person import (
     iso_z,
 )
 from app.segment.model import TIMESTAMP_FIELDS, InvalidMessage, parse_message
+from app.segment.plain import parse_usual
 
 __all__ = ["TRANSITION_KINDS", "Replay", "effect_of"]
 
@@ -155,7 +156,9 @@ class Replay:
             except orjson.JSONDecodeError as exc:
                 return [self._reject(acct.name, None, f"not valid JSON: {exc}")]
         try:
-            msg = parse_message(obj)
+            msg = parse_usual(obj)
+            if msg is None:
+                msg = parse_message(obj)
         except InvalidMessage as exc:
             mid = obj.get("messageId") if isinstance(obj, dict) else None
             return [

@@ -62,6 +62,7 @@ from app.segment.plain import (
 )
 from app.segment.plain import (
     MESSAGE_ID_MAX,
+    PLAIN_FIELDS,
     TIMESTAMP_FIELDS,
     _as_utc,
     _check_encodable,
@@ -416,9 +417,8 @@ def _fields_of(model: type[SegmentMessage], kind: str) -> tuple[str, ...]:
 
 
 #: type -> (text fields, object fields); every type has the timestamps and ``version``
-_PLAIN_FIELDS: Final = {
-    t: (_fields_of(m, "id"), _fields_of(m, "object")) for t, m in MODELS.items()
-}
+_PLAIN_FIELDS: Final = PLAIN_FIELDS
+_PLAIN_FIELDS.update({t: (_fields_of(m, "id"), _fields_of(m, "object")) for t, m in MODELS.items()})
 
 
 def _parse_plain(obj: dict[str, Any], t: str, received_at: datetime | None) -> ParsedMessage | None:

@@ -166,6 +166,26 @@ def _as_utc(dt: datetime) -> datetime:
 _VERSION_TYPES: Final = (int, float, str)
 
 
+#: type -> (its model's text fields, its model's object fields): filled in by
+#: ``app.segment.model`` when it is imported (the fields are the pydantic models')
+PLAIN_FIELDS: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {}
+
+
+def parse_usual(obj: Any) -> ParsedMessage | None:
+    """``parse_message(obj)`` (no ``received_at``) for a plain message of a known type,
+    all in compiled code; None for anything else, which ``parse_message`` then decides,
+    with the reason. What the topic's readers (the link stage, replay) call first."""
+    if type(obj) is not dict:
+        return None
+    t = obj.get("type")
+    if type(t) is not str:
+        return None
+    fields = PLAIN_FIELDS.get(t)
+    if fields is None:
+        return None
+    return parse_plain(obj, t, None, fields)
+
+
 def parse_plain(
     obj: Any, t: str, received_at: datetime | None, fields: tuple[tuple[str, ...], tuple[str, ...]]
 ) -> ParsedMessage | None:

@@ -32,6 +32,7 @@ from app.envelope import dead_letter, dumps
 from app.identity import partition_id, resolve
 from app.metrics import Metrics
 from app.segment.model import InvalidMessage, parse_message
+from app.segment.plain import parse_usual
 from app.stages.state import DEAD, INPUT, PERSON, Output, RecordLike, Tables, header, log_failure
 
 log = logging.getLogger("emd.link")
@@ -149,7 +150,9 @@ class LinkStage:
             self._reject(out, "json", f"not valid JSON: {exc}", account, raw=raw)
             return
         try:
-            msg = parse_message(obj)
+            msg = parse_usual(obj)
+            if msg is None:
+                msg = parse_message(obj)
         except InvalidMessage as exc:
             mid = obj.get("messageId") if isinstance(obj, dict) else None
             # Unvalidated: may be an object nested 1,000 deep (the record must stay JSON).

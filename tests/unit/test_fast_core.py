@@ -32,6 +32,7 @@ from app.projection import ALWAYS, Projection
 from app.rules import fql
 from app.segment import model as segment_model
 from app.segment.model import InvalidMessage, ParsedMessage, parse_message
+from app.segment.plain import parse_usual
 from app.timeline import _order, _overtaken
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -120,6 +121,28 @@ def test_a_plain_message_parses_as_the_model_parses_it(msg, stamp):
         assert fast._replace(event_time=None) == slow._replace(event_time=None)
         return
     assert fast == slow
+
+
+@SETTINGS
+@given(st.one_of(messages(), json_values))
+def test_the_readers_shortcut_gives_what_parse_message_gives(msg):
+    """The link stage and replay call ``parse_usual`` first: where it answers, its
+    answer is ``parse_message``'s; where it does not, ``parse_message`` decides."""
+    usual = parse_usual(msg)
+    if usual is None:
+        return
+    slow = _outcome(msg, None)
+    if all(msg.get(f) is None for f in segment_model.TIMESTAMP_FIELDS):
+        assert isinstance(slow, ParsedMessage)  # both took "now", which moved in between
+        assert usual._replace(event_time=None) == slow._replace(event_time=None)
+    else:
+        assert usual == slow
+
+
+def test_the_readers_shortcut_takes_the_usual_message():
+    assert parse_usual({"type": "track", "event": "E", "userId": "u1"}) is not None
+    for odd in ([], {"type": 5, "userId": "u1"}, {"type": "kiss", "userId": "u1"}):
+        assert parse_usual(odd) is None
 
 
 def test_the_plain_path_takes_the_usual_message():
