@@ -51,6 +51,7 @@ MODULES = (
     "app/stages/flow.py",
     "app/batching/state.py",
     "app/batching/partition.py",
+    "app/account.py",
 )
 # Not app/batching/sender.py (the producer's side, all calls into aiokafka); its murmur2
 # and Partitioner are in partition.py, on native 64-bit integers.
