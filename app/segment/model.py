@@ -416,14 +416,14 @@ def _fields_of(model: type[SegmentMessage], kind: str) -> tuple[str, ...]:
     return tuple(f for f in model.model_fields if _KIND_OF[f] == kind)
 
 
-#: type -> (text fields, object fields); every type has the timestamps and ``version``
-_PLAIN_FIELDS: Final = PLAIN_FIELDS
-_PLAIN_FIELDS.update({t: (_fields_of(m, "id"), _fields_of(m, "object")) for t, m in MODELS.items()})
+# type -> (text fields, object fields), for the compiled plain path (``plain.parse_usual``
+# reads it too); every type has the timestamps and ``version``
+PLAIN_FIELDS.update({t: (_fields_of(m, "id"), _fields_of(m, "object")) for t, m in MODELS.items()})
 
 
 def _parse_plain(obj: dict[str, Any], t: str, received_at: datetime | None) -> ParsedMessage | None:
     """``app.segment.plain.parse_plain`` with the type's fields (its model's)."""
-    return parse_plain(obj, t, received_at, _PLAIN_FIELDS[t])
+    return parse_plain(obj, t, received_at, PLAIN_FIELDS[t])
 
 
 def split_batch(body: dict[str, Any]) -> list[object]:
