@@ -41,6 +41,7 @@ MODULES = (
     "app/rules/fql.py",
     "app/rules/machine.py",
     "app/person.py",
+    "app/delivery_log.py",
     "app/timeline.py",
     "app/recent.py",
     "app/wake_index.py",

@@ -175,6 +175,52 @@ def person_workload(messages: Sequence[dict[str, Any]]) -> Callable[[], dict[str
     return run
 
 
+def deliveries_workload(
+    reports: int, persons: int = 100, full: int = 50, batch: int = 100
+) -> Callable[[], None]:
+    """The person stage's work for the sink's delivery reports (``dlv`` records, one
+    upsert outcome each) for returning customers, whose delivery logs are full: the logs
+    are filled first (``full`` reports each, through the stage), and the function returned
+    handles ``reports`` more, ``batch`` persons to a batch as a sink batch reports them."""
+    from app.config.model import Config
+    from app.metrics import Metrics
+    from app.recent import RecentEvents
+    from app.stages.link import LinkStage
+    from app.stages.person import PersonStage
+    from app.stages.state import DictTables, Record
+
+    cfg = Config.model_validate({"accounts": {ACCOUNT: account_dict()}})
+    accounts = Accounts(cfg)
+    metrics, tables = Metrics(), DictTables()
+    link = LinkStage(lambda: accounts, metrics, lambda: cfg.dedupe_window)
+    stage = PersonStage(lambda: accounts, metrics, RecentEvents(), link)
+    now = time.time()
+
+    def report(i: int) -> Record:
+        person = f"u:user-{i % persons:05d}"
+        entry = {
+            "op": "upsert",
+            "ok": True,
+            "contact": f"user-{i % persons:05d}@example.com",
+            "fields": {
+                "3": f"user-{i % persons:05d}@example.com",
+                "35": "de-AT",
+                "4711": "/c/games",
+            },
+            "at": "2026-12-02T03:15:10.123Z",
+        }
+        body = {"k": "dlv", "a": ACCOUNT, "p": person, "items": [entry]}
+        return Record(f"{ACCOUNT}\x1f{person}".encode(), dumps(body), 0, i)
+
+    def handle(records: list[Record]) -> None:
+        for j in range(0, len(records), batch):
+            stage.handle(0, records[j : j + batch], tables, now)
+
+    handle([report(i) for i in range(persons * full)])
+    measured = [report(i) for i in range(reports)]
+    return lambda: handle(measured)
+
+
 def bench_person(messages: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The person agent's work per event, and the records it leaves behind."""
     run = person_workload(messages)

@@ -12,7 +12,10 @@ events, and prints the difference per event: the instructions the CPython interp
 and its C extensions (orjson, hashlib, ...) executed for one event. The pure core's rows
 of ``make bench`` are counted the same way (``WORKLOADS``: ``RuleSet.on_event`` with 100
 rules of which 10 match and 1,000 of which 100 match, ``DataMaps.evaluate``, the person
-work of ``bench.core.person_workload``), each over the same inputs as its row. Instructions are not
+work of ``bench.core.person_workload``), each over the same inputs as its row;
+``deliveries`` counts the person stage's handling of the sink's delivery reports for
+returning customers (their delivery logs full: ``bench.core.deliveries_workload``),
+which the bench's mix of new visitors hardly has. Instructions are not
 seconds (cache misses and branches are not counted), but every Python-level step removed
 shows in them. With ``--base`` the same is counted for another revision, checked out in a
 temporary git worktree and run with this tree's virtualenv, and the ratio is printed.
@@ -49,7 +52,15 @@ _REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
 
 
 #: what can be counted: the stages, and the rows of ``make bench``'s pure core
-WORKLOADS = ("stages", "stages-sessions", "rules-100-10", "rules-1000-100", "datamaps", "person")
+WORKLOADS = (
+    "stages",
+    "stages-sessions",
+    "rules-100-10",
+    "rules-1000-100",
+    "datamaps",
+    "person",
+    "deliveries",
+)
 #: events per person: ``make bench``'s mix (most people seen once or twice), and people
 #: in a browsing session (``stages-sessions``: 20 events each, their lateness windows full)
 EVENTS_PER_PERSON = {"stages-sessions": 20}
@@ -80,6 +91,12 @@ def child(root: str, workload: str, n: int, full: bool) -> None:
         if full:
             for ev in inputs:
                 ruleset.on_event(core.new_state(), ev)
+        return
+    if workload == "deliveries":  # returning customers' delivery reports (full logs)
+        core.deliveries_workload(WARM_UP)()
+        run = core.deliveries_workload(n)
+        if full:
+            run()
         return
     messages = generate(n, max(1, n // EVENTS_PER_PERSON.get(workload, 2)))
     if workload in ("stages", "stages-sessions"):

@@ -27,6 +27,7 @@ from typing import Any
 
 from app import keys
 from app.account import Account, Accounts
+from app.delivery_log import LogAppends
 from app.envelope import dead_letter, dumps, loads, now_iso
 from app.identity import usable_id
 from app.metrics import Metrics
@@ -90,7 +91,7 @@ class _Batch:
         self.tables = tables
         self.partition = partition
         self.persons = JsonView(tables(PERSONS, partition))
-        self.deliveries = JsonView(tables(DELIVERIES, partition))
+        self.deliveries = LogAppends(tables(DELIVERIES, partition), MAX_DELIVERIES)
         self.pk_index = tables(PK_INDEX, partition)
         self.funnel: dict[bytes, dict[str, int]] = {}
         #: records read per kind, counted once per batch
@@ -481,10 +482,7 @@ class PersonStage:
         )
 
     def _log_delivery(self, batch: _Batch, key: bytes, entry: dict[str, Any]) -> None:
-        current = batch.deliveries.get(key)
-        entries = list(current) if isinstance(current, list) else []
-        entries.append(entry)
-        batch.deliveries.put(key, entries[-MAX_DELIVERIES:])
+        batch.deliveries.add(key, entry)
 
     def _dead(
         self,

@@ -15,7 +15,7 @@ from urllib.parse import quote, urlencode
 from aiohttp import web
 from yarl import URL
 
-from app import keys
+from app import delivery_log, keys
 from app.envelope import loads
 from app.runtime import Runtime
 from app.state_reader import StateReader
@@ -115,7 +115,7 @@ class Inspect:
         if "fwd" in record:
             return web.json_response({"forward": record["fwd"]}, status=200)
         dlv = self.state.deliveries(key)
-        body = self.render(account, person, record, loads(dlv) if dlv is not None else [])
+        body = self.render(account, person, record, delivery_log.entries(dlv))
         body["recentEvents"] = self.state.recent_events.get(key)
         return web.json_response(body)
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from app import keys
+from app import delivery_log, keys
 from app.config import load_config_text
 from app.replay.driver import Replay
 from tests.live_sim import LiveSim, replay_list_rows
@@ -102,7 +102,7 @@ def test_an_undeliverable_list_action_is_in_the_deliveries_and_the_dead_letters(
     table = next(
         t for (name, _), t in sim.tables.tables.items() if name == "deliveries" and key in t.data
     )
-    log = orjson.loads(table.data[key])
+    log = delivery_log.entries(table.data[key])
     assert [(d["op"], d["ok"], d["list"], d["event"]) for d in log] == [
         ("list_add", False, "Newsletter subscribers", None),
         ("list_remove", False, 750504660, None),

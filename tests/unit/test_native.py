@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DECIDE = r"""
 import hashlib, json, sys
 import orjson
-from app import native
+from app import delivery_log, native
 from app.account import Accounts
 from app.batching.partition import Partitioner
 from app.config.model import Config
@@ -43,7 +43,7 @@ def stable(topic_or_table, value):
         body.pop("at", None), body.pop("ts", None)
         return orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
     if topic_or_table == "deliveries":
-        entries = orjson.loads(value)
+        entries = delivery_log.entries(value)
         for entry in entries:
             entry.pop("at", None)
         return orjson.dumps(entries, option=orjson.OPT_SORT_KEYS)
