@@ -42,7 +42,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from app.broker import EmbeddedBroker, free_port
 from app.topics import ensure_topics
-from bench import sampling
+from bench import native_profile, sampling
 from bench.account import ACCOUNT, DATA_MAPS, EXAMPLE_RULE
 from bench.core import run_core
 from bench.events import encode, generate, mix
@@ -390,6 +390,7 @@ def pipeline(
     cleanup: list[Callable[[], None]],
     profile: Path | None = None,
     sample: Path | None = None,
+    native: Path | None = None,
 ) -> dict[str, Any]:
     # The integration tests' helpers: the simulator and real worker processes.
     from tests.integration.stack import Simulator, Stack, account_config, http, read_topic
@@ -415,15 +416,18 @@ def pipeline(
         # run imports the sources, so the profile names the Python lines (app.native).
         env = {**(env or {}), "EMD_PURE": "1"}
     profiled = profile is not None or sample is not None
-    data = logs / ("app-data-profiled" if profiled else "app-data")
+    data = logs / ("app-data-profiled" if profiled else "app-data-perf" if native else "app-data")
     worker = stack.start_worker(wait=True, datadir=str(data), env=env)
     ready = time.monotonic() - spawned
 
     timeout = 120 + n / 50
     sampler = sampling.start(worker.proc.pid, sample, logs / "py-spy.log") if sample else None
+    perf = native_profile.start(worker.proc.pid, native, logs / "perf.log") if native else None
     result = asyncio.run(watch_pipeline(stack, n, stack.metric, timeout))
     if sampler is not None and sample is not None and sampling.stop(sampler) and sample.exists():
         result["sampled"] = sampling.summarize(sample)
+    if perf is not None and native is not None and native_profile.stop(perf) and native.exists():
+        result["native_profile"] = native_profile.summarize(native)
     result["worker_ready_s"] = ready
     result["metrics"] = metric_totals(http("GET", f"{worker.url}/metrics").body.decode())
     stats = sim.get("/_sim/stats")
@@ -573,6 +577,14 @@ def run(n: int, users: int, quick: bool) -> dict[str, Any]:
                 results["profile"] = sampled
             else:
                 log("py-spy could not sample the worker (see .bench/logs/py-spy.log)")
+        if not quick and native_profile.available():
+            log("this app again, compiled, sampled by perf, by library and C function (not timed)")
+            data = logs / "worker.perf"
+            found = pipeline(broker.url, topic, n, logs, cleanup, native=data).get("native_profile")
+            if found is not None:
+                results["native_profile"] = found
+            else:
+                log("perf could not sample the worker (see .bench/logs/perf.log)")
         if not quick and "profile" not in results:
             log("this app again, under cProfile, for where the time goes (not timed)")
             prof = logs / "worker.prof"
@@ -748,6 +760,26 @@ def render(r: dict[str, Any]) -> str:
                 f"| `{t['function']}` | {t['own_share']:.1%} | {t['calls']:,} |"
                 for t in prof["top"]
             ),
+        ]
+    native = r.get("native_profile")
+    if native:
+        lines += [
+            "",
+            f"Where the compiled worker's CPU goes (a third run, not timed, sampled from outside "
+            f"by {native['method']}; by shared object, then the C functions with the most "
+            f"samples of their own; mypyc's are CPyDef_<module>___<function>):",
+            "",
+            "| part | share |",
+            "|---|---:|",
+            *(f"| {k} | {v:.0%} |" for k, v in native["parts"].items()),
+            "",
+            "| C function (own samples) | in | share |",
+            "|---|---|---:|",
+            *(f"| `{t['function']}` | {t['in']} | {t['share']:.1%} |" for t in native["top"]),
+            "",
+            "| compiled function (with what it calls) | share |",
+            "|---|---:|",
+            *(f"| `{t['function']}` | {t['share']:.1%} |" for t in native.get("inclusive", [])),
         ]
     work = core.get("stage_work")
     if work is not None:

@@ -77,3 +77,47 @@ def test_every_counted_workload_runs_its_set_up_and_its_work() -> None:
         gc.enable()
         gc.unfreeze()
         os.chdir(cwd)
+
+
+def test_native_profile_groups_shared_objects_and_keeps_compiled_functions(
+    tmp_path, monkeypatch
+) -> None:
+    """``perf report``'s text (faked here: perf samples a live worker) read into parts,
+    the functions with most samples of their own, and the compiled ones with callees."""
+    import subprocess
+    from types import SimpleNamespace
+
+    from bench import native_profile
+
+    reports = {
+        "dso": "    56.50%  libpython3.11.so.1.0\n    12.00%  orjson.cpython-311.so\n"
+        "     6.50%  native__mypyc.cpython-311-x86_64-linux-gnu.so\n"
+        "     5.00%  [kernel.kallsyms]\n     0.50%  _heapq.cpython-311.so\n",
+        "dso,sym": "     6.35%  libpython3.11.so.1.0  [.] _PyObject_Malloc\n"
+        "     2.47%  orjson.cpython-311.so  [.] 0x0000000000014ae0\n",
+        "sym": "    41.69%     0.09%  [.] CPyDef_stages___person___PersonStage___handle\n"
+        "    30.00%     0.00%  [.] task_step\n    11.58%     0.03%  [.] loads\n",
+    }
+
+    def fake_run(cmd, **kwargs):
+        return SimpleNamespace(stdout=reports[cmd[cmd.index("--sort") + 1]])
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    out = native_profile.summarize(tmp_path / "worker.perf")
+    assert out is not None
+    assert out["parts"] == {
+        "CPython (dicts, objects, allocation, interpreted Python)": 0.565,
+        "orjson (JSON)": 0.12,
+        "the compiled core (mypyc)": 0.065,
+        "kernel (sockets, page faults, scheduling)": 0.05,
+        "other C extensions": 0.005,
+    }
+    assert out["top"][0] == {
+        "function": "_PyObject_Malloc",
+        "in": "libpython3.11.so.1.0",
+        "share": 0.0635,
+    }
+    assert [t["function"] for t in out["inclusive"]] == [
+        "CPyDef_stages___person___PersonStage___handle",
+        "loads",
+    ]
