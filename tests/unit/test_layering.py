@@ -20,6 +20,7 @@ PURE = (
     "app.datamaps",
     "app.identity",
     "app.person",
+    "app.delivery_log",
     "app.timeline",
     "app.projection",
     "app.rules",
