@@ -244,13 +244,19 @@ def bench_person(messages: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def bench_stages(messages: Sequence[dict[str, Any]], batch: int = 500) -> dict[str, Any]:
+def bench_stages(
+    messages: Sequence[dict[str, Any]],
+    batch: int = 500,
+    history: Sequence[dict[str, Any]] = (),
+) -> dict[str, Any]:
     """The worker's two stages without Faust or a broker (``app.stages``: what each
     fetch costs in decisions), as the worker runs them (``PartitionFlow``): the input
     topic's records through the identity stage and, for the persons of the same partition,
     the person stage in the same call; then the person stage over what was sent to other
     partitions; in batches per partition, with dict tables and the production lateness
-    window."""
+    window. With ``history``, the same is done first (untimed) over those messages, two
+    hours of wall clock earlier, and the clock closes every window an hour before
+    ``messages`` come: the persons of ``messages`` are then returning customers."""
     # through sender, where revisions before app.batching.partition have it too (bench-count
     # runs this workload against a base revision's app)
     from app.batching.sender import Partitioner
@@ -278,26 +284,33 @@ def bench_stages(messages: Sequence[dict[str, Any]], batch: int = 500) -> dict[s
             out.setdefault(p, []).append(Record(k, v, p, i))
         return out
 
-    inputs = by_partition(encode(messages, ACCOUNT))
+    def run(msgs: Sequence[dict[str, Any]], now: float) -> tuple[float, float, int]:
+        inputs = by_partition(encode(list(msgs), ACCOUNT))
+        start = time.perf_counter()
+        sent = []
+        for p, recs in inputs.items():
+            for i in range(0, len(recs), batch):
+                sent += flow.input(p, recs[i : i + batch], tables, now)
+        link_s = time.perf_counter() - start
+        persons = by_partition([(o.key, o.value) for o in sent if o.topic == PERSON])
+        start = time.perf_counter()
+        for p, recs in persons.items():
+            for i in range(0, len(recs), batch):
+                flow.person_events(p, recs[i : i + batch], tables, now)
+        return link_s, time.perf_counter() - start, sum(len(v) for v in persons.values())
+
     now = time.time()
-    start = time.perf_counter()
-    sent = []
-    for p, recs in inputs.items():
-        for i in range(0, len(recs), batch):
-            sent += flow.input(p, recs[i : i + batch], tables, now)
-    link_s = time.perf_counter() - start
-    persons = by_partition([(o.key, o.value) for o in sent if o.topic == PERSON])
-    start = time.perf_counter()
-    for p, recs in persons.items():
-        for i in range(0, len(recs), batch):
-            flow.person_events(p, recs[i : i + batch], tables, now)
-    person_s = time.perf_counter() - start
+    if history:
+        run(history, now - 7200.0)
+        for p in range(8):
+            flow.clock(p, tables, now - 3600.0)
+    link_s, person_s, person_records = run(messages, now)
     n = len(messages)
     return {
         "link_events_per_s": n / link_s,
         "person_events_per_s": n / person_s,
         "events_per_s": n / (link_s + person_s),
-        "person_records": sum(len(v) for v in persons.values()),
+        "person_records": person_records,
     }
 
 
@@ -367,6 +380,11 @@ def run_core(
         "datamaps": bench_datamaps(msgs, min_seconds=min_seconds),
         "person": bench_person(msgs),
         "stages": bench_stages(msgs),
+        # the same people a day later: persons with history (the mix alone is mostly new)
+        "stages_returning": bench_stages(
+            msgs,
+            history=generate(len(msgs), users, seed=11, now=time.time() - 86400.0),
+        ),
         "stage_work": count_stage_work(msgs),
         "replay": bench_replay(msgs),
     }

@@ -15,7 +15,8 @@ rules of which 10 match and 1,000 of which 100 match, ``DataMaps.evaluate``, the
 work of ``bench.core.person_workload``), each over the same inputs as its row;
 ``deliveries`` counts the person stage's handling of the sink's delivery reports for
 returning customers (their delivery logs full: ``bench.core.deliveries_workload``),
-which the bench's mix of new visitors hardly has. Instructions are not
+which the bench's mix of new visitors hardly has; ``stages-returning`` the stages over
+the bench's mix for people the stages saw a day before (``bench_stages``'s ``history``). Instructions are not
 seconds (cache misses and branches are not counted), but every Python-level step removed
 shows in them. With ``--base`` the same is counted for another revision, checked out in a
 temporary git worktree and run with this tree's virtualenv, and the ratio is printed.
@@ -55,6 +56,7 @@ _REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
 WORKLOADS = (
     "stages",
     "stages-sessions",
+    "stages-returning",
     "rules-100-10",
     "rules-1000-100",
     "datamaps",
@@ -103,6 +105,12 @@ def child(root: str, workload: str, n: int, full: bool) -> None:
         core.bench_stages(messages[:WARM_UP])
         if full:
             core.bench_stages(messages)
+    elif workload == "stages-returning":  # the same people seen a day before
+        import time
+
+        history = generate(n, max(1, n // 2), seed=11, now=time.time() - 86400.0)
+        core.bench_stages(messages[:WARM_UP])
+        core.bench_stages(messages if full else messages[:1], history=history)
     elif workload == "datamaps":
         from app.config.model import DataMapConfig
         from bench.account import account_dict

@@ -548,7 +548,7 @@ def run(n: int, users: int, quick: bool) -> dict[str, Any]:
     results["mix"] = mix(messages)
 
     log("pure core: rules, data maps, person records")
-    results["core"] = run_core(messages=messages, min_seconds=0.3 if quick else 1.0)
+    results["core"] = run_core(messages=messages, users=users, min_seconds=0.3 if quick else 1.0)
 
     procs: list[subprocess.Popen[bytes]] = []
     cleanup: list[Callable[[], None]] = []
@@ -694,6 +694,16 @@ def render(r: dict[str, Any]) -> str:
             f"{sg['person_events_per_s']:,.0f}/s ({sg['person_records']:,} of them)",
         )
     )
+    back = core.get("stages_returning")
+    if back is not None:
+        rows.append(
+            (
+                "core: the same stages for returning customers (the same users seen a day before)",
+                back["events_per_s"],
+                f"input records {back['link_events_per_s']:,.0f}/s, then person-events "
+                f"records {back['person_events_per_s']:,.0f}/s",
+            )
+        )
     rows.append(("core: `replay` over the same events", core["replay"]["events_per_s"], ""))
     st = pe["state"]
     ratios = r["ratios"]

@@ -20,7 +20,16 @@ def test_core_returns_positive_rates_and_expected_keys() -> None:
     result = run_core(
         events=200, users=50, rule_sets=((20, 2), (40, 2)), rule_events=50, min_seconds=0.0
     )
-    assert set(result) == {"rules", "datamaps", "person", "stages", "stage_work", "replay"}
+    assert set(result) == {
+        "rules",
+        "datamaps",
+        "person",
+        "stages",
+        "stages_returning",
+        "stage_work",
+        "replay",
+    }
+    assert result["stages_returning"]["events_per_s"] > 0
     work = result["stage_work"]
     assert work["loads"] > 0 and work["dumps"] > 0 and work["loads_bytes"] > work["loads"]
     assert result["stages"]["events_per_s"] > 0 and result["stages"]["person_records"] > 0
