@@ -40,7 +40,7 @@ def entries(raw: bytes | None) -> list[Any]:
 
 def append(raw: bytes | None, new: Sequence[Any], limit: int) -> bytes:
     """The log ``raw`` (None: empty) with ``new`` added, keeping the last ``limit``."""
-    texts = [dumps(e) for e in new][-limit:]
+    texts = [dumps(e) for e in new[-limit:]]
     kept_text = b""
     kept: list[int] = []
     if raw is not None:

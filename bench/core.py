@@ -175,6 +175,29 @@ def person_workload(messages: Sequence[dict[str, Any]]) -> Callable[[], dict[str
     return run
 
 
+def _stages() -> tuple[Any, Any, Any]:
+    """(identity stage, person stage, dict tables) over the bench's account, as the
+    worker builds them."""
+    from app.config.model import Config
+    from app.metrics import Metrics
+    from app.recent import RecentEvents
+    from app.stages.link import LinkStage
+    from app.stages.person import PersonStage
+    from app.stages.state import DictTables
+
+    cfg = Config.model_validate({"accounts": {ACCOUNT: account_dict()}})
+    accounts = Accounts(cfg)
+    metrics = Metrics()
+    link = LinkStage(lambda: accounts, metrics, lambda: cfg.dedupe_window)
+    return link, PersonStage(lambda: accounts, metrics, RecentEvents(), link), DictTables()
+
+
+def returning_history(events: int, users: int) -> list[dict[str, Any]]:
+    """Messages of the same ``users`` as ``generate(events, users)``'s, a day earlier (new
+    messageIds, new devices): ``bench_stages``'s ``history`` for returning customers."""
+    return generate(events, users, seed=11, now=time.time() - 86400.0)
+
+
 def deliveries_workload(
     reports: int, persons: int = 100, full: int = 50, batch: int = 100
 ) -> Callable[[], None]:
@@ -182,35 +205,23 @@ def deliveries_workload(
     upsert outcome each) for returning customers, whose delivery logs are full: the logs
     are filled first (``full`` reports each, through the stage), and the function returned
     handles ``reports`` more, ``batch`` persons to a batch as a sink batch reports them."""
-    from app.config.model import Config
-    from app.metrics import Metrics
-    from app.recent import RecentEvents
-    from app.stages.link import LinkStage
-    from app.stages.person import PersonStage
-    from app.stages.state import DictTables, Record
+    from app.stages.state import Record
 
-    cfg = Config.model_validate({"accounts": {ACCOUNT: account_dict()}})
-    accounts = Accounts(cfg)
-    metrics, tables = Metrics(), DictTables()
-    link = LinkStage(lambda: accounts, metrics, lambda: cfg.dedupe_window)
-    stage = PersonStage(lambda: accounts, metrics, RecentEvents(), link)
+    _, stage, tables = _stages()
     now = time.time()
 
     def report(i: int) -> Record:
-        person = f"u:user-{i % persons:05d}"
+        user = f"user-{i % persons:05d}"
+        email = f"{user}@example.com"
         entry = {
             "op": "upsert",
             "ok": True,
-            "contact": f"user-{i % persons:05d}@example.com",
-            "fields": {
-                "3": f"user-{i % persons:05d}@example.com",
-                "35": "de-AT",
-                "4711": "/c/games",
-            },
+            "contact": email,
+            "fields": {"3": email, "35": "de-AT", "4711": "/c/games"},
             "at": "2026-12-02T03:15:10.123Z",
         }
-        body = {"k": "dlv", "a": ACCOUNT, "p": person, "items": [entry]}
-        return Record(f"{ACCOUNT}\x1f{person}".encode(), dumps(body), 0, i)
+        body = {"k": "dlv", "a": ACCOUNT, "p": f"u:{user}", "items": [entry]}
+        return Record(f"{ACCOUNT}\x1fu:{user}".encode(), dumps(body), 0, i)
 
     def handle(records: list[Record]) -> None:
         for j in range(0, len(records), batch):
@@ -260,20 +271,11 @@ def bench_stages(
     # through sender, where revisions before app.batching.partition have it too (bench-count
     # runs this workload against a base revision's app)
     from app.batching.sender import Partitioner
-    from app.config.model import Config
-    from app.metrics import Metrics
-    from app.recent import RecentEvents
     from app.stages.flow import PartitionFlow
-    from app.stages.link import LinkStage
-    from app.stages.person import PersonStage
-    from app.stages.state import PERSON, DictTables, Record
+    from app.stages.state import PERSON, Record
     from bench.events import encode
 
-    cfg = Config.model_validate({"accounts": {ACCOUNT: account_dict()}})
-    accounts = Accounts(cfg)
-    metrics, tables = Metrics(), DictTables()
-    link = LinkStage(lambda: accounts, metrics, lambda: cfg.dedupe_window)
-    person = PersonStage(lambda: accounts, metrics, RecentEvents(), link)
+    link, person, tables = _stages()
     partition = Partitioner(8)
     flow = PartitionFlow(link, person, partition)
 
@@ -381,10 +383,7 @@ def run_core(
         "person": bench_person(msgs),
         "stages": bench_stages(msgs),
         # the same people a day later: persons with history (the mix alone is mostly new)
-        "stages_returning": bench_stages(
-            msgs,
-            history=generate(len(msgs), users, seed=11, now=time.time() - 86400.0),
-        ),
+        "stages_returning": bench_stages(msgs, history=returning_history(len(msgs), users)),
         "stage_work": count_stage_work(msgs),
         "replay": bench_replay(msgs),
     }

@@ -106,9 +106,7 @@ def child(root: str, workload: str, n: int, full: bool) -> None:
         if full:
             core.bench_stages(messages)
     elif workload == "stages-returning":  # the same people seen a day before
-        import time
-
-        history = generate(n, max(1, n // 2), seed=11, now=time.time() - 86400.0)
+        history = core.returning_history(n, max(1, n // 2))
         core.bench_stages(messages[:WARM_UP])
         core.bench_stages(messages if full else messages[:1], history=history)
     elif workload == "datamaps":

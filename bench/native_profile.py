@@ -18,10 +18,11 @@ leaves this part out and says so.
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 from pathlib import Path
 from typing import Any
+
+from bench.sampling import interrupt
 
 RATE = 999
 
@@ -55,17 +56,9 @@ def start(pid: int, out: Path, log: Path) -> subprocess.Popen[bytes] | None:
 
 
 def stop(proc: subprocess.Popen[bytes], timeout: float = 60.0) -> bool:
-    """Ends sampling (perf writes its file on SIGINT, then exits with a status that is
-    not 0 when it was attached to a process); True unless it had to be killed."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        return False
-    return True
+    """Ends sampling; True unless perf had to be killed (attached to a process, it exits
+    with a status that is not 0 even when it wrote its file)."""
+    return interrupt(proc, timeout)
 
 
 def part_of(dso: str) -> str:

@@ -72,8 +72,9 @@ def start(pid: int, out: Path, log: Path) -> subprocess.Popen[bytes] | None:
         return subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT)
 
 
-def stop(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> bool:
-    """Ends sampling (py-spy writes its file on SIGINT); True if it wrote it."""
+def interrupt(proc: subprocess.Popen[bytes], timeout: float) -> bool:
+    """SIGINT to a sampler (it writes its file then), waiting for it to end; True unless
+    it had to be killed."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
     try:
@@ -82,7 +83,12 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> bool:
         proc.kill()
         proc.wait()
         return False
-    return proc.returncode == 0
+    return True
+
+
+def stop(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> bool:
+    """Ends sampling (py-spy writes its file on SIGINT); True if it wrote it."""
+    return interrupt(proc, timeout) and proc.returncode == 0
 
 
 def summarize(path: Path, top: int = 15) -> dict[str, Any]:
