@@ -21,7 +21,7 @@ import faust
 from agents.pipeline import Pipeline, TopicNames, subscribe
 from agents.sink import Sink, parking_topic
 from app import gc_tuning, profiling, recovery_guard
-from app.batching.partition import Partitioner
+from app.batching.partition import Partitioner, ProducerPartitioner
 from app.batching.sender import Outbox
 from app.config import ConfigError, load_config
 from app.config_topic import ConfigTopic
@@ -97,6 +97,9 @@ def faust_settings(runtime: Runtime) -> dict[str, Any]:
     settings.update(config.faust)
     # Not overridable: these views would serve personal data without authentication.
     settings.update(web_tables_enabled=False, web_router_enabled=False)
+    # Not overridable: what Faust's producer sends and where its router looks for a key
+    # must be where the batch path puts it (app.keys.partition_bytes).
+    settings["producer_partitioner"] = ProducerPartitioner()
     return settings
 
 
@@ -164,9 +167,19 @@ class Worker:
         self.recent_events = RecentEvents()
         self.recent_deliveries = RecentDeliveries()
         accounts = lambda: runtime.accounts  # noqa: E731 - the live config can replace them
-        self.link = LinkStage(accounts, runtime.metrics, lambda: runtime.config.dedupe_window)
-        self.person = PersonStage(accounts, runtime.metrics, self.recent_events, self.link)
         self.partitioner = Partitioner(n)
+        self.link = LinkStage(
+            accounts, runtime.metrics, lambda: runtime.config.dedupe_window, self.partitioner
+        )
+        self.person = PersonStage(
+            accounts,
+            runtime.metrics,
+            self.recent_events,
+            self.link,
+            self.partitioner,
+            # state the versions before left where this partitioner no longer looks
+            moves_from=Partitioner(n, as_before=True),
+        )
         producer = lambda: app.producer._ensure_producer()  # type: ignore[attr-defined]  # noqa: E731
         self.outbox = Outbox(producer, self.partitioner, self.names.logical())
         self.retries = RetryTracker()

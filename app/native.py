@@ -47,6 +47,7 @@ MODULES = (
     "app/wake_index.py",
     "app/stages/state.py",
     "app/stages/bundle.py",
+    "app/stages/relocation.py",
     "app/stages/link.py",
     "app/stages/person.py",
     "app/stages/flow.py",

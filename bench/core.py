@@ -175,9 +175,13 @@ def person_workload(messages: Sequence[dict[str, Any]]) -> Callable[[], dict[str
     return run
 
 
-def _stages() -> tuple[Any, Any, Any]:
+def _stages(partition_of: Callable[[bytes], int] | None = None) -> tuple[Any, Any, Any]:
     """(identity stage, person stage, dict tables) over the bench's account, as the
-    worker builds them."""
+    worker builds them, with ``partition_of`` (default: the app's partitioner over 8
+    partitions). Revisions whose stages take no partitioner (``bench-count`` and
+    ``bench-compare`` run a base revision's app) are built without it."""
+    # through sender, where revisions before app.batching.partition have it too
+    from app.batching.sender import Partitioner
     from app.config.model import Config
     from app.metrics import Metrics
     from app.recent import RecentEvents
@@ -188,8 +192,15 @@ def _stages() -> tuple[Any, Any, Any]:
     cfg = Config.model_validate({"accounts": {ACCOUNT: account_dict()}})
     accounts = Accounts(cfg)
     metrics = Metrics()
-    link = LinkStage(lambda: accounts, metrics, lambda: cfg.dedupe_window)
-    return link, PersonStage(lambda: accounts, metrics, RecentEvents(), link), DictTables()
+    part = partition_of or Partitioner(8)
+    try:
+        before = Partitioner(8, as_before=True)
+        link = LinkStage(lambda: accounts, metrics, lambda: cfg.dedupe_window, part)
+        person = PersonStage(lambda: accounts, metrics, RecentEvents(), link, part, before)
+    except TypeError:  # a revision before the stages took the partitioner
+        link = LinkStage(lambda: accounts, metrics, lambda: cfg.dedupe_window)
+        person = PersonStage(lambda: accounts, metrics, RecentEvents(), link)
+    return link, person, DictTables()
 
 
 def returning_history(events: int, users: int) -> list[dict[str, Any]]:
@@ -275,26 +286,37 @@ def bench_stages(
     from app.stages.state import PERSON, Record
     from bench.events import encode
 
-    link, person, tables = _stages()
     partition = Partitioner(8)
+    link, person, tables = _stages(partition)
     flow = PartitionFlow(link, person, partition)
 
-    def by_partition(records: list[tuple[bytes, bytes]]) -> dict[int, list[Record]]:
+    def by_partition(
+        records: Sequence[tuple[bytes, bytes, int | None]],
+    ) -> dict[int, list[Record]]:
         out: dict[int, list[Record]] = {}
-        for i, (k, v) in enumerate(records):
-            p = partition(k)
+        for i, (k, v, explicit) in enumerate(records):
+            p = partition(k) if explicit is None else explicit
             out.setdefault(p, []).append(Record(k, v, p, i))
         return out
 
+    def sent_on(outputs: list[Any]) -> dict[int, list[Record]]:
+        return by_partition([(o.key, o.value, o.partition) for o in outputs if o.topic == PERSON])
+
+    # A worker that has run a while: every partition has been used once since the
+    # partitioner changed, and said so to the others (app.stages.relocation).
+    notices = [o for q in range(8) for o in flow.clock(q, tables, 0.0)]
+    for p, recs in sent_on(notices).items():
+        flow.person_events(p, recs, tables, 0.0)
+
     def run(msgs: Sequence[dict[str, Any]], now: float) -> tuple[float, float, int]:
-        inputs = by_partition(encode(list(msgs), ACCOUNT))
+        inputs = by_partition([(k, v, None) for k, v in encode(list(msgs), ACCOUNT)])
         start = time.perf_counter()
         sent = []
         for p, recs in inputs.items():
             for i in range(0, len(recs), batch):
                 sent += flow.input(p, recs[i : i + batch], tables, now)
         link_s = time.perf_counter() - start
-        persons = by_partition([(o.key, o.value) for o in sent if o.topic == PERSON])
+        persons = sent_on(sent)
         start = time.perf_counter()
         for p, recs in persons.items():
             for i in range(0, len(recs), batch):

@@ -19,10 +19,10 @@ from collections import deque
 from typing import Any
 
 import orjson
-from aiokafka.partitioner import murmur2
 
 from app import keys
 from app.account import Accounts
+from app.batching.partition import Partitioner
 from app.config.model import Config
 from app.envelope import dumps
 from app.identity import partition_id
@@ -34,21 +34,34 @@ from app.stages.link import LinkStage
 from app.stages.person import PersonStage
 from app.stages.state import DEAD, EFFECTS, INPUT, PERSON, DictTable, DictTables, Output, Record
 
+_PARTITIONERS: dict[int, Partitioner] = {}
+
 
 def partition_of(key: bytes, partitions: int) -> int:
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
+    """The app's partitioner (``app.keys.partition_bytes``), as the workers route."""
+    partitioner = _PARTITIONERS.get(partitions)
+    if partitioner is None:
+        partitioner = _PARTITIONERS[partitions] = Partitioner(partitions)
+    return partitioner(key)
 
 
 class LiveSim:
-    def __init__(self, config: Config, partitions: int = 4, seed: int = 0) -> None:
+    def __init__(
+        self, config: Config, partitions: int = 4, seed: int = 0, *, started: bool = True
+    ) -> None:
+        """``started``: a deployment that has run a while, each partition used once (so
+        none waits for another's relocation notice: ``app.stages.relocation``); else the
+        first start of one."""
+        self.config = config
         self.accounts = Accounts(config)
         self.partitions = partitions
         self.rng = random.Random(seed)
         self.metrics = Metrics()
         self.tables = DictTables()
-        self.link = LinkStage(lambda: self.accounts, self.metrics, lambda: config.dedupe_window)
-        self.person = PersonStage(lambda: self.accounts, self.metrics, RecentEvents(), self.link)
-        self.flow = PartitionFlow(self.link, self.person, lambda k: partition_of(k, partitions))
+        #: where a key belongs: the app's partitioner (``upgrade`` changes it)
+        self.partition_of = Partitioner(partitions)
+        self.moves_from: Partitioner | None = Partitioner(partitions, as_before=True)
+        self._build_stages()
         self.queues: dict[tuple[str, int], deque[Record]] = {
             (topic, p): deque() for topic in (INPUT, PERSON) for p in range(partitions)
         }
@@ -62,6 +75,26 @@ class LiveSim:
         self.undeliverable: dict[str, dict[str, Any]] = {}
         self.undeliverable_lists: list[dict[str, Any]] = []
         self.dead: list[dict[str, Any]] = []
+        if started:
+            self.tick()
+            self.drain()
+
+    def _build_stages(self) -> None:
+        part = self.partition_of
+        self.link = LinkStage(
+            lambda: self.accounts, self.metrics, lambda: self.config.dedupe_window, part
+        )
+        self.person = PersonStage(
+            lambda: self.accounts, self.metrics, RecentEvents(), self.link, part, self.moves_from
+        )
+        self.flow = PartitionFlow(self.link, self.person, part)
+
+    def upgrade(self, partitioner: Partitioner, moves_from: Partitioner | None) -> None:
+        """Every worker restarts with another version (its partitioner, and where the
+        state it moves was put): what is queued and stored stays where it is; what lived
+        in memory starts empty."""
+        self.partition_of, self.moves_from = partitioner, moves_from
+        self._build_stages()
 
     # ------------------------------------------------------------------ input
 
@@ -72,7 +105,7 @@ class LiveSim:
         self._append(INPUT, keys.key(account, rid), dumps(message))
 
     def _append(self, topic: str, key: bytes, value: bytes, partition: int | None = None) -> None:
-        p = partition if partition is not None else partition_of(key, self.partitions)
+        p = partition if partition is not None else self.partition_of(key)
         offset = self.offsets.get((topic, p), 0)
         self.offsets[(topic, p)] = offset + 1
         self.queues[(topic, p)].append(Record(key, value, p, offset))
@@ -109,7 +142,10 @@ class LiveSim:
 
     def tick(self) -> None:
         for p in range(self.partitions):
-            self._send(self.flow.clock(p, self.tables, self.now))
+            self.tick_partition(p)
+
+    def tick_partition(self, p: int) -> None:
+        self._send(self.flow.clock(p, self.tables, self.now))
 
     def run_random(
         self,
@@ -180,7 +216,7 @@ class LiveSim:
             account, person = keys.split(pkey)
             body = {"k": "dlv", "a": account, "p": person, "items": items}
             dlv.append(Output(PERSON, pkey, dumps(body)))
-        for o in bundle(dlv, lambda k: partition_of(k, self.partitions)):  # as the sink
+        for o in bundle(dlv, self.partition_of):  # as the sink
             self._append(PERSON, o.key, o.value, o.partition)
 
     def _emarsys(self, effect: dict[str, Any]) -> dict[str, Any] | None:

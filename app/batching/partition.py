@@ -1,8 +1,10 @@
-"""Which partition a key lands on: Kafka's murmur2, as aiokafka's ``DefaultPartitioner``.
+"""Which partition a key lands on: Kafka's murmur2 of ``app.keys.partition_bytes(key)``.
 
 A record sent by the batch path must land where Faust's router and ``table_route`` look
-for its key, so keys are hashed exactly as aiokafka (and the Java client's
-``Utils.murmur2``) hash them. Compiled (``app.native``) on 64-bit native integers: every
+for its key, so keys are hashed with aiokafka's (and the Java client's ``Utils.murmur2``)
+hash, and Faust's own producer is given the same rule (``ProducerPartitioner``, the
+``producer_partitioner`` setting): the bytes are the key's except for an anonymous
+visitor's person key, hashed as its input key (``app.keys``). Compiled (``app.native``) on 64-bit native integers: every
 operand is below 2**32 and the multiplier below 2**31, so no product reaches 2**63 and
 none leaves the machine word (as tagged Python integers, which stop at 63 bits, did: the
 hash then cost more compiled than interpreted). The hash is also cached per key, since
@@ -11,9 +13,12 @@ the same persons and contacts come back batch after batch.
 
 from __future__ import annotations
 
+import random
 from typing import Final
 
 from mypy_extensions import i64
+
+from app.keys import partition_bytes
 
 MAX_CACHED_KEYS: Final = 200_000
 _M: Final = 0x5BD1E995
@@ -46,10 +51,13 @@ def murmur2(data: bytes) -> int:
 
 
 class Partitioner:
-    """A key's partition of a topic with ``partitions`` partitions."""
+    """A key's partition of a topic with ``partitions`` partitions. ``as_before``: every
+    key hashed as it is, as the versions before this rule did (where the state they left
+    is found: ``app.stages.relocation``)."""
 
-    def __init__(self, partitions: int) -> None:
+    def __init__(self, partitions: int, *, as_before: bool = False) -> None:
         self.partitions = partitions
+        self.as_before = as_before
         self._cache: dict[bytes, int] = {}
 
     def __call__(self, key: bytes) -> int:
@@ -57,5 +65,21 @@ class Partitioner:
         if p is None:
             if len(self._cache) >= MAX_CACHED_KEYS:
                 self._cache.clear()
-            p = self._cache[key] = (murmur2(key) & 0x7FFFFFFF) % self.partitions
+            hashed = key if self.as_before else partition_bytes(key)
+            p = (murmur2(hashed) & 0x7FFFFFFF) % self.partitions
+            self._cache[key] = p
         return p
+
+
+class ProducerPartitioner:
+    """The same rule in aiokafka's partitioner interface (``key, all_partitions,
+    available``), for Faust's producer: what it sends and what its router
+    (``app.router.key_store``, the web views' owner lookup) hashes lands where the batch
+    path puts it. A record without a key goes to a random available partition, as with
+    aiokafka's ``DefaultPartitioner``."""
+
+    def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+        if key is None:
+            return random.choice(available or all_partitions)
+        index = (murmur2(partition_bytes(key)) & 0x7FFFFFFF) % len(all_partitions)
+        return all_partitions[index]

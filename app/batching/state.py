@@ -57,10 +57,13 @@ class PartitionState:
         self._cache[key] = None
         self._dirty.add(key)
 
-    def items(self) -> Iterator[tuple[bytes, bytes]]:
-        """Committed entries of the partition (the transaction's own writes excluded)."""
+    def items(self, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        """Committed entries of the partition whose key begins with ``prefix``, in key
+        order (the transaction's own writes excluded)."""
         offset_key = self.offset_key
-        for key, value in self.db.items():
+        for key, value in self.db.items(from_key=prefix) if prefix else self.db.items():
+            if not key.startswith(prefix):
+                return
             if key != offset_key:
                 yield key, value
 

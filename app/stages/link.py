@@ -2,7 +2,9 @@
 
 Reads the input topic, keyed ``account \\x1f routing id`` (anonymousId, else userId;
 alias: previousId), so an identity link and every lookup of it meet in one partition.
-Messages other tools wrote with another key are re-keyed once. Each event goes on to the
+Messages other tools wrote with another key, or to another partition than the app's
+partitioner picks for it (librdkafka's default partitioner is CRC32, not murmur2), are
+re-sent once, where their identity lives. Each event goes on to the
 person stage keyed by its person; a first link of a visitor with state of its own also
 asks that visitor's person to hand its state over (``merge``), with the linking event's
 time, at which the user's timeline puts it (``app.timeline``).
@@ -50,10 +52,13 @@ class LinkStage:
         accounts: Callable[[], Accounts],
         metrics: Metrics,
         dedupe_window: Callable[[], float],
+        partition_of: Callable[[bytes], int],
     ) -> None:
         self.accounts = accounts
         self.metrics = metrics
         self.dedupe_window = dedupe_window
+        #: the app's partitioner (``app.batching.partition``): where each key belongs
+        self.partition_of = partition_of
 
     def handle(
         self, partition: int, records: Sequence[RecordLike], tables: Tables, now: float
@@ -170,8 +175,9 @@ class LinkStage:
             )
             return
         expected = keys.key(account, rid)
-        if record.key != expected:
-            # Written by another tool with another key: put it where its identity lives.
+        if record.key != expected or self.partition_of(expected) != record.partition:
+            # Written by another tool with another key or partitioner (or before the
+            # partitioning changed): put it where its identity lives.
             out.append(
                 Output(INPUT, expected, dumps(msg.data), headers={ACCOUNT_HEADER: account.encode()})
             )
@@ -199,7 +205,7 @@ class LinkStage:
             # and asks for the link if the anonymousId is new to the user.
             counted = (account, msg.type)
             processed[counted] = processed.get(counted, 0) + 1
-            out.append(_event(account, rid, msg.data, msg.message_id, t, local=True))
+            out.append(_event(account, rid, msg.data, msg.message_id, t))
             return
 
         def lookup(ident: str) -> str | None:
@@ -288,17 +294,13 @@ def _event(
     message: dict[str, Any],
     message_id: str,
     t: float,
-    *,
-    local: bool = False,
 ) -> Output:
-    """The event for its person's stage. ``local``: the person lives in this very
-    partition (keyed by it), so the stage reads ``message`` (the parsed input, which
-    nothing changes after this) as is; otherwise it is encoded now, and the message is
-    garbage as soon as the stage is done with it."""
+    """The event for its person's stage, kept decoded (``Output.of``): a person of this
+    very partition (a user's event keyed by the user, an anonymous visitor's by its id:
+    ``app.keys.partition_bytes``) reads ``message``, the parsed input that nothing changes
+    after this, as is; for another partition it is encoded when it leaves."""
     body = {"k": "ev", "a": account, "p": person, "m": message, "id": message_id, "t": t}
-    if local:
-        return Output.of(PERSON, keys.key(account, person), body)
-    return Output(PERSON, keys.key(account, person), dumps(body))
+    return Output.of(PERSON, keys.key(account, person), body)
 
 
 def _merge(account: str, source: str, into: str, t: float) -> Output:

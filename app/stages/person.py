@@ -27,6 +27,7 @@ from typing import Any
 
 from app import keys
 from app.account import Account, Accounts
+from app.batching.partition import Partitioner
 from app.delivery_log import LogAppends
 from app.envelope import dead_letter, dumps, loads, now_iso
 from app.identity import usable_id
@@ -34,7 +35,8 @@ from app.metrics import Metrics
 from app.person import MAX_FORWARDS, Outcome, apply_delivery, delete_effect, export_for_merge
 from app.recent import RecentEvents
 from app.stages.bundle import unbundle
-from app.stages.link import LinkStage
+from app.stages.link import LINKS, LinkStage
+from app.stages.relocation import PARK, Found, done, is_meta, moves, park, unpark, waits
 from app.stages.state import (
     DEAD,
     EFFECTS,
@@ -110,11 +112,19 @@ class PersonStage:
         metrics: Metrics,
         recent: RecentEvents,
         links: LinkStage,
+        partitioner: Partitioner,
+        moves_from: Partitioner | None,
     ) -> None:
         self.accounts = accounts
         self.metrics = metrics
         self.recent = recent
         self.links = links  # ``link`` records are the identity stage's (its table is here)
+        #: the app's partitioner (``app.batching.partition``): where each key belongs
+        self.partition_of = partitioner
+        self.partitions = partitioner.partitions
+        #: where the versions before put a key, for the state this one moves
+        #: (``app.stages.relocation``); None: nothing to move (a version that never moved)
+        self.moves_from = moves_from
         self.wake = WakeIndex()
 
     # ------------------------------------------------------------------ entry points
@@ -122,9 +132,18 @@ class PersonStage:
     def handle_fetched(
         self, partition: int, records: Sequence[RecordLike], tables: Tables, now: float
     ) -> list[Output]:
-        """Records read from person-events: a bundle as its items (``app.stages.bundle``)."""
+        """Records read from person-events: a bundle as its items (``app.stages.bundle``).
+        A record for a key of another partition (sent before the partitioning changed:
+        ``app.keys``) is sent on to where its key lives, unread."""
         items, unreadable = unbundle(records, partition)
-        return self.handle(partition, items, tables, now, unreadable)
+        here: list[RecordLike] = []
+        sent: list[Output] = []
+        for r in items:
+            if r.key and self.partition_of(r.key) != partition:
+                sent.append(Output(PERSON, r.key, r.value))
+            else:
+                here.append(r)
+        return sent + self.handle(partition, here, tables, now, unreadable)
 
     def handle(
         self,
@@ -134,8 +153,10 @@ class PersonStage:
         now: float,
         unreadable: Sequence[tuple[str, Any, bytes | None]] = (),
     ) -> list[Output]:
-        self._ensure_index(partition, tables)
+        moving = self._ensure_index(partition, tables)
         batch = _Batch(tables, partition)
+        if moving is not None:
+            self._relocate(batch, moving, now)
         for reason, payload, raw in unreadable:
             self._dead(batch, "person", reason, payload=payload, raw=raw)
         batch.persons.table.prefetch({r.key for r in records if r.key})
@@ -157,11 +178,13 @@ class PersonStage:
 
     def fire_due(self, partition: int, tables: Tables, now: float) -> list[Output]:
         """What the wall clock has made due in ``partition``: deadlines, closing windows."""
-        self._ensure_index(partition, tables)
+        moving = self._ensure_index(partition, tables)
         due = self.wake.pop_due(partition, now)
-        if not due:
+        if not due and moving is None:
             return []
         batch = _Batch(tables, partition)
+        if moving is not None:
+            self._relocate(batch, moving, now)
         batch.persons.table.prefetch(due)
         for key in due:
             try:
@@ -193,6 +216,12 @@ class PersonStage:
         batch.kinds[counted] = batch.kinds.get(counted, 0) + 1
         if kind == "tick":  # from a version that sent clock ticks: the clock is ours now
             return
+        if kind == "reloc":
+            self._relocated(batch, int(msg["from"]), now)
+            return
+        self._dispatch(batch, msg, kind, now)
+
+    def _dispatch(self, batch: _Batch, msg: Any, kind: Any, now: float) -> None:
         account_name = msg.get("a")
         account = self.accounts().get(account_name) if isinstance(account_name, str) else None
         if account is None:
@@ -201,8 +230,14 @@ class PersonStage:
         if kind == "link":
             batch.out += self.links.handle_link(batch.partition, msg, batch.tables)
             return
+        if kind == "lmove":
+            self._link_moved(batch, account, msg)
+            return
         person = msg.get("p")
         key = keys.key(account.name, person)
+        anonymous = isinstance(person, str) and person.startswith("a:")
+        if anonymous and kind != "move" and self._parks(batch, key, msg, now):
+            return
         if kind == "ev":
             self._event(batch, account, person, key, msg, now)
         elif kind == "merge":
@@ -215,6 +250,8 @@ class PersonStage:
             self._lost(batch, key, msg)
         elif kind == "settle":
             self._settle(batch, account, person, key, msg, now)
+        elif kind == "move":
+            self._moved(batch, account, person, key, msg, now)
         elif kind == "pk":
             if msg.get("person"):
                 batch.pk_index.set(key, msg["person"].encode())
@@ -411,6 +448,10 @@ class PersonStage:
 
     def _tick(self, batch: _Batch, key: bytes, now: float) -> None:
         record = batch.record(key)
+        if record is not None and PARK in record:
+            if float(record["until"]) <= now:  # its old partition never said it was done
+                self._release(batch, key, now)
+            return
         wake = wake_time(record)
         if record is None or wake is None:
             return
@@ -515,15 +556,112 @@ class PersonStage:
                     counts[kind] = counts.get(kind, 0) + n
                 table.set(fkey, dumps(counts))
 
-    def _ensure_index(self, partition: int, tables: Tables) -> None:
+    def _ensure_index(self, partition: int, tables: Tables) -> Found | None:
+        """Build the partition's wake index, the first time after an assignment. Returns
+        what the scan found here that belongs to another partition, to be moved
+        (``app.stages.relocation``; None when this version moves nothing)."""
         if self.wake.built(partition):
-            return
+            return None
         entries: list[tuple[float, bytes]] = []
+        found = Found()
+        partition_of = self.partition_of
         for key, raw in tables(PERSONS, partition).items():
+            if is_meta(key):
+                continue
+            if partition_of(key) != partition:
+                found.persons.append(key)
+                continue
             try:
-                at = wake_time(loads(raw))
+                record = loads(raw)
+                at = float(record["until"]) if PARK in record else wake_time(record)
             except Exception:
                 continue
             if at is not None:
                 entries.append((at, key))
         self.wake.rebuild(partition, entries)
+        if self.moves_from is None:
+            return None
+        # Of the links only ids beginning with "a:" changed partition: a prefix scan.
+        links = tables(LINKS, partition)
+        for name in self.accounts().names():
+            for key, value in links.items(keys.key(name, "a:")):
+                if partition_of(key) != partition:
+                    found.links.append((key, value))
+        return found
+
+    # ------------------------------------------------------------------ relocation
+
+    def _relocate(self, batch: _Batch, found: Found, now: float) -> None:
+        """Send what belongs elsewhere there, then say this partition is done."""
+        links = batch.tables(LINKS, batch.partition)
+        batch.out += moves(
+            found,
+            batch.persons,
+            batch.deliveries,
+            links,
+            self.partition_of,
+            batch.partition,
+            self.partitions,
+            now,
+        )
+        if found:
+            self.metrics.inc("emd_relocated_total", len(found.persons), table=PERSONS)
+            self.metrics.inc("emd_relocated_total", len(found.links), table=LINKS)
+
+    def _parks(self, batch: _Batch, key: bytes, msg: dict[str, Any], now: float) -> bool:
+        """Whether a message for an anonymous visitor waits for the visitor's state."""
+        if self.moves_from is None:
+            return False
+        record = batch.persons.get(key)
+        if record is not None and not (isinstance(record, dict) and PARK in record):
+            return False
+        old = self.moves_from(key)
+        if record is None and not waits(batch.persons, old, batch.partition):
+            return False
+        return park(batch.persons, key, record, msg, old, now)
+
+    def _relocated(self, batch: _Batch, source: int, now: float) -> None:
+        """``source`` moved everything it held for others: what waited on it goes on."""
+        for key in done(batch.persons, source):
+            self._release(batch, key, now)
+
+    def _release(self, batch: _Batch, key: bytes, now: float) -> None:
+        for msg in unpark(batch.persons, key):
+            try:
+                self._dispatch(batch, msg, msg.get("k"), now)
+            except Exception as exc:
+                log_failure(log, "the person stage failed on a parked record", exc)
+                self._dead(batch, "person", f"internal error: {type(exc).__name__}", payload=msg)
+
+    def _moved(self, batch: _Batch, account: Account, person: str, key: bytes, msg, now):
+        """A person's state arriving from the partition it lived in before: taken as it
+        is when this partition has nothing for the person yet (then what was parked for
+        the person applies to it); else (the person's events came first, or this is a
+        second copy) merged in as a hand-off is."""
+        moved = msg.get("rec")
+        if not isinstance(moved, dict):
+            self._dead(batch, "person", "a moved person without its record", payload=msg)
+            return
+        record = batch.persons.get(key)
+        if record is None or (isinstance(record, dict) and PARK in record):
+            parked = unpark(batch.persons, key)
+            batch.persons.put(key, moved)
+            self.wake.push(batch.partition, key, wake_time(moved))
+            for entry in msg.get("log") or ():
+                batch.deliveries.add(key, entry)
+            for m in parked:
+                self._dispatch(batch, m, m.get("k"), now)
+            return
+        state, _ = export_for_merge(moved, person)
+        handoff: dict[str, Any] = {"k": "state", "a": account.name, "p": person, "from": person}
+        handoff["state"] = state
+        handoff["t"] = float(msg.get("t", now))
+        self._state(batch, account, person, key, handoff, now)
+
+    def _link_moved(self, batch: _Batch, account: Account, msg: dict[str, Any]) -> None:
+        """A link arriving from the partition it lived in before; a link this partition
+        has written since is newer and stays."""
+        links = batch.tables(LINKS, batch.partition)
+        key = keys.key(account.name, msg["p"])
+        if links.get(key) is None:
+            links.set(key, str(msg.get("v", "")).encode())

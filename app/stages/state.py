@@ -34,8 +34,9 @@ class Table(Protocol):
     def prefetch(self, keys: Iterable[bytes]) -> None:
         """Read these keys now, in one go (a hint: ``get`` works without it)."""
 
-    def items(self) -> Iterator[tuple[bytes, bytes]]:
-        """Every entry of the partition (scans: rebuilding indexes after an assignment)."""
+    def items(self, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        """Every entry of the partition whose key begins with ``prefix`` (scans:
+        rebuilding indexes after an assignment)."""
 
 
 class Tables(Protocol):
@@ -175,8 +176,8 @@ class DictTable:
     def prefetch(self, keys: Iterable[bytes]) -> None:
         return None
 
-    def items(self) -> Iterator[tuple[bytes, bytes]]:
-        return iter(list(self.data.items()))
+    def items(self, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        return iter([(k, v) for k, v in self.data.items() if k.startswith(prefix)])
 
 
 class DictTables:

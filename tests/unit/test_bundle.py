@@ -9,6 +9,7 @@ import orjson
 from agents.pipeline import _labels
 from app import keys
 from app.account import Accounts
+from app.batching.partition import Partitioner
 from app.config import load_config_text
 from app.envelope import dumps
 from app.metrics import Metrics
@@ -86,8 +87,9 @@ def test_records_with_an_explicit_partition_or_other_topics_are_not_bundled():
 
 def stage() -> PersonStage:
     accounts = Accounts(load_config_text(CONFIG))
-    link = LinkStage(lambda: accounts, Metrics(), lambda: 86400.0)
-    return PersonStage(lambda: accounts, Metrics(), RecentEvents(), link)
+    partitioner = Partitioner(4)
+    link = LinkStage(lambda: accounts, Metrics(), lambda: 86400.0, partitioner)
+    return PersonStage(lambda: accounts, Metrics(), RecentEvents(), link, partitioner, None)
 
 
 def test_an_unreadable_bundle_is_dead_lettered_and_the_rest_of_the_fetch_applied():

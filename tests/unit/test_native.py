@@ -60,8 +60,9 @@ for m in messages:
 for line in replay.finish():
     digest.update(orjson.dumps(line, option=orjson.OPT_SORT_KEYS))
 accounts = Accounts(cfg)
-link = LinkStage(lambda: accounts, Metrics(), lambda: cfg.dedupe_window)
-flow = PartitionFlow(link, PersonStage(lambda: accounts, Metrics(), RecentEvents(), link), Partitioner(4))
+part = Partitioner(4)
+link = LinkStage(lambda: accounts, Metrics(), lambda: cfg.dedupe_window, part)
+flow = PartitionFlow(link, PersonStage(lambda: accounts, Metrics(), RecentEvents(), link, part, Partitioner(4, as_before=True)), part)
 tables = DictTables()
 pending = [Record(k, v, flow.partition_of(k), i) for i, (k, v) in enumerate(encode(messages, ACCOUNT))]
 rounds = 0
