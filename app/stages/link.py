@@ -216,12 +216,14 @@ class LinkStage:
         if res is None:
             self._reject_alias(out, account, msg)
             return
+        first = False
         if res.person.startswith("a:"):
             # Mark that this anonymous visitor has state of its own (written once), so the
             # first link only asks for a merge when there is something to merge.
             anon_key = keys.key(account, res.person[2:])
             if links.get(anon_key) is None:
                 links.set(anon_key, MARKER)
+                first = True
         merge_from = [
             source
             for source in res.merge_from
@@ -233,7 +235,7 @@ class LinkStage:
             out.append(_merge(account, source, res.person, t))
         counted = (account, msg.type)
         processed[counted] = processed.get(counted, 0) + 1
-        out.append(_event(account, res.person, msg.data, msg.message_id, t))
+        out.append(_event(account, res.person, msg.data, msg.message_id, t, first=first))
 
     def handle_link(self, partition: int, msg: dict[str, Any], tables: Tables) -> list[Output]:
         """A user's partition asks for a link (``link`` from the person stage): an alias
@@ -294,12 +296,18 @@ def _event(
     message: dict[str, Any],
     message_id: str,
     t: float,
+    *,
+    first: bool = False,
 ) -> Output:
     """The event for its person's stage, kept decoded (``Output.of``): a person of this
     very partition (a user's event keyed by the user, an anonymous visitor's by its id:
     ``app.keys.partition_bytes``) reads ``message``, the parsed input that nothing changes
-    after this, as is; for another partition it is encoded when it leaves."""
+    after this, as is; for another partition it is encoded when it leaves. ``first``: an
+    anonymous visitor never seen before (no state anywhere to wait for:
+    ``app.stages.relocation``)."""
     body = {"k": "ev", "a": account, "p": person, "m": message, "id": message_id, "t": t}
+    if first:
+        body["new"] = True
     return Output.of(PERSON, keys.key(account, person), body)
 
 

@@ -36,7 +36,17 @@ from app.person import MAX_FORWARDS, Outcome, apply_delivery, delete_effect, exp
 from app.recent import RecentEvents
 from app.stages.bundle import unbundle
 from app.stages.link import LINKS, LinkStage
-from app.stages.relocation import PARK, Found, done, is_meta, moves, park, unpark, waits
+from app.stages.relocation import (
+    PARK,
+    Found,
+    complete,
+    done,
+    is_meta,
+    moves,
+    park,
+    unpark,
+    waits,
+)
 from app.stages.state import (
     DEAD,
     EFFECTS,
@@ -125,6 +135,9 @@ class PersonStage:
         #: where the versions before put a key, for the state this one moves
         #: (``app.stages.relocation``); None: nothing to move (a version that never moved)
         self.moves_from = moves_from
+        #: partitions whose table says every other partition has moved what it held for
+        #: it: nothing waits there any more (read again after a rebalance)
+        self.settled: set[int] = set()
         self.wake = WakeIndex()
 
     # ------------------------------------------------------------------ entry points
@@ -201,6 +214,7 @@ class PersonStage:
     def partitions_changed(self) -> None:
         """After a rebalance: rebuild each partition's wake index before using it."""
         self.wake.reset()
+        self.settled.clear()
 
     # ------------------------------------------------------------------ per record
 
@@ -610,7 +624,10 @@ class PersonStage:
 
     def _parks(self, batch: _Batch, key: bytes, msg: dict[str, Any], now: float) -> bool:
         """Whether a message for an anonymous visitor waits for the visitor's state."""
-        if self.moves_from is None:
+        if self.moves_from is None or batch.partition in self.settled or msg.get("new"):
+            return False  # (a visitor the identity stage has never seen has no old state)
+        if complete(batch.persons, batch.partition, self.partitions):
+            self.settled.add(batch.partition)  # every other partition has said so
             return False
         record = batch.persons.get(key)
         if record is not None and not (isinstance(record, dict) and PARK in record):
@@ -618,7 +635,10 @@ class PersonStage:
         old = self.moves_from(key)
         if record is None and not waits(batch.persons, old, batch.partition):
             return False
-        return park(batch.persons, key, record, msg, old, now)
+        if not park(batch.persons, key, record, msg, old, now):
+            return False
+        self.metrics.inc("emd_relocation_parked_total")
+        return True
 
     def _relocated(self, batch: _Batch, source: int, now: float) -> None:
         """``source`` moved everything it held for others: what waited on it goes on."""

@@ -11,14 +11,15 @@ it is done (``reloc``). Moves and notices carry explicit partitions, so on each
 partition a source's moves come before its notice.
 
 A partition that gets a message for an anonymous visitor it holds nothing for, while the
-visitor's old partition has not said it is done, cannot tell a new visitor from one whose
-state is still on its way. It parks the message in the visitor's place (a record
+visitor's old partition has not said it is done, may be ahead of the visitor's state (the
+identity stage marks the first event of a visitor it has never seen, ``"new"``: that one
+has nothing to wait for). It parks the message in the visitor's place (a record
 ``{"park": [messages], "until": t}``) and applies what is parked, in order, when the
 visitor's state arrives, when the old partition says it is done (it had nothing for the
 visitor), or after ``PARK_MAX`` (a notice that never came). Which partitions are done is
 kept in the table (key ``RELOCATION``, beside the persons), so once every partition has
 said so nothing is parked again, across restarts and rebalances. A new deployment parks
-anonymous visitors' messages only until each partition has been used once.
+nothing: every visitor is new to it.
 
 A crash between sending and deleting sends again: a second ``move`` for a person who is
 already here is merged in as a hand-off is (``app.person.apply_merge``: merging the same
@@ -104,6 +105,12 @@ def waits(persons: JsonView, old: int, partition: int) -> bool:
     """Whether a visitor this partition holds nothing for must wait for ``old``, the
     partition the versions before kept it in."""
     return old != partition and old not in _meta(persons)["done"]
+
+
+def complete(persons: JsonView, partition: int, partitions: int) -> bool:
+    """Whether every other partition has said it is done, and nothing waits here."""
+    meta = _meta(persons)
+    return not meta["parked"] and len(set(meta["done"]) - {partition}) == partitions - 1
 
 
 def park(persons: JsonView, key: bytes, record: Any, msg: Any, old: int, now: float) -> bool:

@@ -165,6 +165,7 @@ def test_an_upgrade_moves_anonymous_visitors_and_their_rules_go_on_as_replay():
     assert _misplaced(sim, "persons") == []
     assert _misplaced(sim, "deliveries") == []
     assert sim.metrics.value("emd_relocated_total", table="persons") > 0
+    assert sim.metrics.value("emd_relocation_parked_total") > 0  # the race was there
 
 
 def test_an_upgrade_survives_crashes_while_it_moves_state():
@@ -174,10 +175,11 @@ def test_an_upgrade_survives_crashes_while_it_moves_state():
         assert _misplaced(sim, "persons") == [], seed
 
 
-def test_a_moved_person_arriving_after_its_own_new_events_is_merged():
+def test_a_visitors_event_that_overtakes_its_moving_state_waits_for_it():
     """The visitor's next event reaches the new partition before the old one moved the
-    visitor's state: the move merges in, as a hand-off does, and a second copy (the old
-    partition crashed before deleting) changes nothing more."""
+    visitor's state: it waits (parked) and applies to the state once it arrived; a
+    second copy of the move (the old partition crashed before deleting) merges in as a
+    hand-off does, which changes nothing."""
     sim = LiveSim(cfg(), partitions=PARTITIONS, started=False)
     sim.upgrade(OLD, None)
     anon = next(f"v{i}" for i in range(100) if _moves(f"v{i}"))
@@ -229,10 +231,10 @@ def _link_moves(ident: str) -> bool:
     return legacy(key) != Partitioner(PARTITIONS)(key)
 
 
-def test_a_new_deployment_parks_anonymous_visitors_only_until_each_partition_started():
-    """The first start: no partition has said it is done yet, so a visitor's first
-    messages wait for the notice of the partition the versions before would have used;
-    whatever the order, the outcome is replay's, and afterwards nothing waits."""
+def test_a_new_deployment_waits_for_no_notice():
+    """The first start: no partition has said it is done yet, but every visitor is new
+    (the identity stage marks a visitor's first event), so nothing waits, and whatever
+    the order the outcome is replay's."""
     events = [e for i in range(30) for e in journey(i, BASE + i)]
     for seed in range(3):
         sim = LiveSim(cfg(), partitions=PARTITIONS, seed=seed, started=False)
@@ -251,3 +253,4 @@ def test_a_new_deployment_parks_anonymous_visitors_only_until_each_partition_sta
         ]
         assert parks == [], seed
         assert sim.metrics.value("emd_person_events_total", kind="reloc") > 0
+        assert sim.metrics.value("emd_relocation_parked_total") == 0
