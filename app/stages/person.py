@@ -38,6 +38,7 @@ from app.stages.bundle import unbundle
 from app.stages.link import LINKS, LinkStage
 from app.stages.relocation import (
     PARK,
+    PARK_MAX,
     Found,
     complete,
     done,
@@ -235,7 +236,10 @@ class PersonStage:
             return
         self._dispatch(batch, msg, kind, now)
 
-    def _dispatch(self, batch: _Batch, msg: Any, kind: Any, now: float) -> None:
+    def _dispatch(
+        self, batch: _Batch, msg: Any, kind: Any, now: float, released: bool = False
+    ) -> None:
+        """One message (``released``: it was parked and now applies, whatever waits)."""
         account_name = msg.get("a")
         account = self.accounts().get(account_name) if isinstance(account_name, str) else None
         if account is None:
@@ -250,7 +254,7 @@ class PersonStage:
         person = msg.get("p")
         key = keys.key(account.name, person)
         anonymous = isinstance(person, str) and person.startswith("a:")
-        if anonymous and kind != "move" and self._parks(batch, key, msg, now):
+        if anonymous and not released and kind != "move" and self._parks(batch, key, msg, now):
             return
         if kind == "ev":
             self._event(batch, account, person, key, msg, now)
@@ -582,13 +586,13 @@ class PersonStage:
         for key, raw in tables(PERSONS, partition).items():
             if is_meta(key):
                 continue
-            if partition_of(key) != partition:
-                found.persons.append(key)
-                continue
             try:
                 record = loads(raw)
+                if PARK not in record and partition_of(key) != partition:
+                    found.persons.append(key)  # (a park is this version's own)
+                    continue
                 at = float(record["until"]) if PARK in record else wake_time(record)
-            except Exception:
+            except Exception:  # not a record: left as it is, as before
                 continue
             if at is not None:
                 entries.append((at, key))
@@ -637,6 +641,8 @@ class PersonStage:
             return False
         if not park(batch.persons, key, record, msg, old, now):
             return False
+        if record is None:  # the clock lets it go after PARK_MAX at the latest
+            self.wake.push(batch.partition, key, now + PARK_MAX)
         self.metrics.inc("emd_relocation_parked_total")
         return True
 
@@ -648,7 +654,7 @@ class PersonStage:
     def _release(self, batch: _Batch, key: bytes, now: float) -> None:
         for msg in unpark(batch.persons, key):
             try:
-                self._dispatch(batch, msg, msg.get("k"), now)
+                self._dispatch(batch, msg, msg.get("k"), now, released=True)
             except Exception as exc:
                 log_failure(log, "the person stage failed on a parked record", exc)
                 self._dead(batch, "person", f"internal error: {type(exc).__name__}", payload=msg)
@@ -670,7 +676,7 @@ class PersonStage:
             for entry in msg.get("log") or ():
                 batch.deliveries.add(key, entry)
             for m in parked:
-                self._dispatch(batch, m, m.get("k"), now)
+                self._dispatch(batch, m, m.get("k"), now, released=True)
             return
         state, _ = export_for_merge(moved, person)
         handoff: dict[str, Any] = {"k": "state", "a": account.name, "p": person, "from": person}

@@ -76,14 +76,15 @@ def moves(
     out: list[Output] = []
     for key in found.persons:
         record = persons.get(key)
+        if not isinstance(record, dict):
+            continue  # not a record: left where it is
         account, person = keys.split(key)
-        if isinstance(record, dict) and PARK not in record:
-            body: dict[str, Any] = {"k": "move", "a": account, "p": person, "rec": record}
-            body["t"] = now
-            log_raw = deliveries.table.get(key)
-            if log_raw is not None:
-                body["log"] = delivery_log.entries(log_raw)
-            out.append(Output(PERSON, key, dumps(body), partition=partition_of(key)))
+        body: dict[str, Any] = {"k": "move", "a": account, "p": person, "rec": record}
+        body["t"] = now
+        log_raw = deliveries.table.get(key)
+        if log_raw is not None:
+            body["log"] = delivery_log.entries(log_raw)
+        out.append(Output(PERSON, key, dumps(body), partition=partition_of(key)))
         persons.delete(key)
         deliveries.delete(key)
     for key, value in found.links:

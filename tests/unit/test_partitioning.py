@@ -254,3 +254,29 @@ def test_a_new_deployment_waits_for_no_notice():
         assert parks == [], seed
         assert sim.metrics.value("emd_person_events_total", kind="reloc") > 0
         assert sim.metrics.value("emd_relocation_parked_total") == 0
+
+
+def test_a_parked_message_applies_after_park_max_when_no_notice_comes():
+    """The visitor's old partition never says it is done (it is not used): the parked
+    event still applies, PARK_MAX later, on the clock."""
+    from app.stages.relocation import PARK_MAX
+
+    sim = LiveSim(cfg(), partitions=PARTITIONS, started=False)
+    sim.upgrade(OLD, None)
+    anon = next(f"v{i}" for i in range(100) if _moves(f"v{i}"))
+    sim.now = BASE + 10
+    sim.ingest(msg("track", BASE, "m1", anonymousId=anon, event="Viewed Pricing"), "acme")
+    sim.drain()
+    sim.upgrade(Partitioner(PARTITIONS), OLD)
+    person_key = keys.key("acme", keys.anon_person(anon))
+    new_p = sim.partition_of(person_key)
+    sim.ingest(msg("track", BASE + 5, "m2", anonymousId=anon, event="Coupon Entered"), "acme")
+    sim.step((INPUT, new_p), 10)
+    assert sim.metrics.value("emd_relocation_parked_total") == 1
+    sim.now += PARK_MAX - 1
+    sim.tick_partition(new_p)
+    assert b'"park"' in sim.tables("persons", new_p).data[person_key]  # still waiting
+    sim.now += 2
+    sim.tick_partition(new_p)
+    record = orjson.loads(sim.tables("persons", new_p).data[person_key])
+    assert record["rules"]["r"]["coupon-no-order"]["i"]  # applied at last
