@@ -50,6 +50,11 @@ def murmur2(data: bytes) -> int:
     return h ^ (h >> 15)
 
 
+def _index(hashed: bytes, partitions: int) -> int:
+    """Kafka's: the positive murmur2 of the bytes, modulo the partition count."""
+    return (murmur2(hashed) & 0x7FFFFFFF) % partitions
+
+
 class Partitioner:
     """A key's partition of a topic with ``partitions`` partitions. ``as_before``: every
     key hashed as it is, as the versions before this rule did (where the state they left
@@ -65,8 +70,7 @@ class Partitioner:
         if p is None:
             if len(self._cache) >= MAX_CACHED_KEYS:
                 self._cache.clear()
-            hashed = key if self.as_before else partition_bytes(key)
-            p = (murmur2(hashed) & 0x7FFFFFFF) % self.partitions
+            p = _index(key if self.as_before else partition_bytes(key), self.partitions)
             self._cache[key] = p
         return p
 
@@ -81,5 +85,4 @@ class ProducerPartitioner:
     def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
         if key is None:
             return random.choice(available or all_partitions)
-        index = (murmur2(partition_bytes(key)) & 0x7FFFFFFF) % len(all_partitions)
-        return all_partitions[index]
+        return all_partitions[_index(partition_bytes(key), len(all_partitions))]

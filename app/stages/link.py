@@ -30,6 +30,7 @@ import orjson
 
 from app import keys
 from app.account import Accounts
+from app.batching.partition import Partitioner
 from app.envelope import dead_letter, dumps
 from app.identity import partition_id, resolve
 from app.metrics import Metrics
@@ -52,7 +53,7 @@ class LinkStage:
         accounts: Callable[[], Accounts],
         metrics: Metrics,
         dedupe_window: Callable[[], float],
-        partition_of: Callable[[bytes], int],
+        partition_of: Partitioner,
     ) -> None:
         self.accounts = accounts
         self.metrics = metrics

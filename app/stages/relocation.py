@@ -28,6 +28,7 @@ instances twice changes nothing), a second notice changes nothing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from app import delivery_log, keys
@@ -66,7 +67,7 @@ def moves(
     persons: JsonView,
     deliveries: Any,
     links: Table,
-    partition_of: Any,
+    partition_of: Callable[[bytes], int],
     partition: int,
     partitions: int,
     now: float,

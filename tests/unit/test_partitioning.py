@@ -180,14 +180,7 @@ def test_a_visitors_event_that_overtakes_its_moving_state_waits_for_it():
     visitor's state: it waits (parked) and applies to the state once it arrived; a
     second copy of the move (the old partition crashed before deleting) merges in as a
     hand-off does, which changes nothing."""
-    sim = LiveSim(cfg(), partitions=PARTITIONS, started=False)
-    sim.upgrade(OLD, None)
-    anon = next(f"v{i}" for i in range(100) if _moves(f"v{i}"))
-    sim.now = BASE + 10
-    sim.ingest(msg("track", BASE, "m1", anonymousId=anon, event="Viewed Pricing"), "acme")
-    sim.drain()
-    sim.upgrade(Partitioner(PARTITIONS), OLD)
-    person_key = keys.key("acme", keys.anon_person(anon))
+    sim, anon, person_key = _upgraded_visitor()
     new_p, old_p = sim.partition_of(person_key), legacy(person_key)
     sim.ingest(msg("track", BASE + 5, "m2", anonymousId=anon, event="Coupon Entered"), "acme")
     sim.step((INPUT, new_p), 10)  # the new event first, on an empty record
@@ -204,15 +197,28 @@ def test_a_visitors_event_that_overtakes_its_moving_state_waits_for_it():
     assert person_key not in sim.tables("persons", old_p).data
 
 
-def _moves(anon: str) -> bool:
-    key = keys.key("acme", keys.anon_person(anon))
+def _moves(key: bytes) -> bool:
+    """Whether the upgrade moves ``key`` to another partition."""
     return legacy(key) != Partitioner(PARTITIONS)(key)
+
+
+def _upgraded_visitor() -> tuple[LiveSim, str, bytes]:
+    """A visitor who viewed pricing under the old version, whose state the upgrade
+    moves, just after the upgrade: (the simulation, the anonymousId, its person key)."""
+    sim = LiveSim(cfg(), partitions=PARTITIONS, started=False)
+    sim.upgrade(OLD, None)
+    anon = next(f"v{i}" for i in range(100) if _moves(keys.key("acme", keys.anon_person(f"v{i}"))))
+    sim.now = BASE + 10
+    sim.ingest(msg("track", BASE, "m1", anonymousId=anon, event="Viewed Pricing"), "acme")
+    sim.drain()
+    sim.upgrade(Partitioner(PARTITIONS), OLD)
+    return sim, anon, keys.key("acme", keys.anon_person(anon))
 
 
 def test_a_link_of_an_id_beginning_with_a_colon_prefix_is_moved():
     sim = LiveSim(cfg(), partitions=PARTITIONS, started=False)
     sim.upgrade(OLD, None)
-    ident = next(f"a:x{i}" for i in range(100) if _link_moves(f"a:x{i}"))
+    ident = next(f"a:x{i}" for i in range(100) if _moves(keys.key("acme", f"a:x{i}")))
     key = keys.key("acme", ident)
     sim.now = BASE + 10
     sim.ingest(msg("identify", BASE, "m1", anonymousId=ident, userId="u1"), "acme")
@@ -224,11 +230,6 @@ def test_a_link_of_an_id_beginning_with_a_colon_prefix_is_moved():
     sim.drain()
     assert sim.tables("links", sim.partition_of(key)).data[key] == b"u1"
     assert key not in sim.tables("links", legacy(key)).data
-
-
-def _link_moves(ident: str) -> bool:
-    key = keys.key("acme", ident)
-    return legacy(key) != Partitioner(PARTITIONS)(key)
 
 
 def test_a_new_deployment_waits_for_no_notice():
@@ -261,14 +262,7 @@ def test_a_parked_message_applies_after_park_max_when_no_notice_comes():
     event still applies, PARK_MAX later, on the clock."""
     from app.stages.relocation import PARK_MAX
 
-    sim = LiveSim(cfg(), partitions=PARTITIONS, started=False)
-    sim.upgrade(OLD, None)
-    anon = next(f"v{i}" for i in range(100) if _moves(f"v{i}"))
-    sim.now = BASE + 10
-    sim.ingest(msg("track", BASE, "m1", anonymousId=anon, event="Viewed Pricing"), "acme")
-    sim.drain()
-    sim.upgrade(Partitioner(PARTITIONS), OLD)
-    person_key = keys.key("acme", keys.anon_person(anon))
+    sim, anon, person_key = _upgraded_visitor()
     new_p = sim.partition_of(person_key)
     sim.ingest(msg("track", BASE + 5, "m2", anonymousId=anon, event="Coupon Entered"), "acme")
     sim.step((INPUT, new_p), 10)
