@@ -12,7 +12,7 @@ offsets move on. The lane then delivers from the parking topic (the worker that 
 effects partition p owns parking partition p: same partition count, co-partitioned),
 retrying as long as Emarsys fails, holding only a bounded read-ahead in memory.
 
-Per (effects partition p, account) the lane is in one of three states:
+Per (effects partition p, account) the lane is in one of four states:
 
 - ``direct``: the account's records of p go into the lane and are delivered.
 - ``parked``: they are forwarded to parking partition p. A lane parks when a call has
@@ -20,6 +20,8 @@ Per (effects partition p, account) the lane is in one of three states:
   or its oldest waiting effect has waited that long: the batch in flight is cancelled and
   parked first, then the queued effects, then whatever arrives (the cancelled call may
   have reached Emarsys: effects are idempotent and trigger_ids dedupe).
+- ``probing``: right after an assignment, until the broker has said whether the parking
+  partition holds a backlog (below); new records wait in memory.
 - ``unparking``: the parked backlog of p is nearly delivered; new records of p wait in
   memory until the last forwarded one is delivered **and its parking offset committed**,
   then the lane goes ``direct`` with them. Until that commit, a crash would read parked
@@ -27,10 +29,14 @@ Per (effects partition p, account) the lane is in one of three states:
 
 Per contact the order holds in every state: a partition is fed by one source at a time,
 the parking partition keeps the effects partition's order, and a state change waits for
-the other source to be empty. Right after an assignment every partition starts
-``parked``: the parking partition may hold what a previous owner parked, and the first
-record forwarded tells the lane where that backlog ends (no end offset is trusted: the
-embedded broker under-reports them), after which it unparks as above. A worker that
+the other source to be empty. Right after an assignment a partition starts
+``probing``: the parking partition may hold what a previous owner parked, so its new
+records wait in memory while ``agents.parking_probe`` asks the broker whether anything
+is stored there from the committed offset on. Drained (the usual case: most accounts
+never park), the partition goes ``direct`` with them; otherwise, or when the answer is
+unclear, it goes ``parked``, and the first record forwarded tells the lane where that
+backlog ends (no end offset is trusted: the embedded broker under-reports them), after
+which it unparks as above. A worker that
 loses partitions (``stop``) lets its forwards in flight reach the broker before their
 spans are released, so a new owner never finds a parked record appear behind it.
 
@@ -51,7 +57,7 @@ from typing import Any, Protocol
 
 log = logging.getLogger("emd.sink")
 
-DIRECT, PARKED, UNPARKING = "direct", "parked", "unparking"
+DIRECT, PARKED, UNPARKING, PROBING = "direct", "parked", "unparking", "probing"
 LINGER = 0.05  # a batch waits at least this long for company (unless it is full)
 UNPARK_SLACK = 1000  # a parked backlog this small is drained with new records held back
 HOLD_LIMIT = 5000  # records held back while unparking before the lane parks them again
@@ -116,21 +122,31 @@ class LaneHost(Protocol):
     def commit(self) -> Awaitable[None]: ...
     def committed(self, topic: str, partition: int) -> int | None: ...
     def highwater(self, topic: str, partition: int) -> int | None: ...
+    def parking_drained(self, topic: str, partition: int) -> Awaitable[bool]: ...
     def drop(self, items: Iterable[Item]) -> None: ...
 
 
 class Partition:
     """The lane's view of one effects partition (and its parking partition)."""
 
-    __slots__ = ("delivered", "forwarding", "holding", "parked_end", "state", "unparking")
+    __slots__ = (
+        "delivered",
+        "forwarding",
+        "holding",
+        "parked_end",
+        "probing",
+        "state",
+        "unparking",
+    )
 
     def __init__(self, state: str) -> None:
         self.state = state
         self.parked_end: int | None = None  # last parking offset known written
         self.delivered: int | None = None  # last parking offset delivered by this lane
         self.forwarding = 0  # records of this partition being written to the parking topic
-        self.holding: list[Item] = []  # unparking: new records waiting for the commit
+        self.holding: list[Item] = []  # unparking or probing: new records held back
         self.unparking: asyncio.Task[None] | None = None
+        self.probing: asyncio.Task[None] | None = None
 
     def parked_backlog(self, highwater: int | None, committed: int | None) -> int:
         """Records in the parking partition not delivered yet (a gauge: approximate)."""
@@ -210,9 +226,40 @@ class AccountLane:
     def _part(self, partition: int) -> Partition:
         st = self.parts.get(partition)
         if st is None:
-            # Unknown until proven empty: the parking partition may hold a backlog.
-            st = self.parts[partition] = Partition(PARKED if self.can_park else DIRECT)
+            if not self.can_park:
+                st = self.parts[partition] = Partition(DIRECT)
+            elif self.blocked:
+                st = self.parts[partition] = Partition(PARKED)
+            else:
+                # Unknown until proven empty: the parking partition may hold a backlog.
+                st = self.parts[partition] = Partition(PROBING)
+                st.probing = asyncio.ensure_future(self._probe(partition, st))
         return st
+
+    async def _probe(self, partition: int, st: Partition) -> None:
+        """Ask the broker whether the parking partition is drained (``agents.parking_probe``):
+        then the partition goes direct with what it held back, else it parks it."""
+        assert self.parked_topic is not None
+        try:
+            drained = await self.host.parking_drained(self.parked_topic, partition)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.warning("account %s: probing parking partition %d failed", self.account, partition)
+            drained = False
+        finally:
+            st.probing = None
+        if self.stopped or st.state != PROBING:
+            return  # revoked, or parked meanwhile (Emarsys failing, too much held back)
+        if not drained or self.blocked:
+            self._repark(st)
+            return
+        st.state = DIRECT
+        if st.holding:
+            self.direct.extend(st.holding)
+            st.holding = []
+            self._wakeup.set()
+            self._ensure_running()
 
     def _ensure_running(self) -> None:
         if self.stopped:
@@ -358,7 +405,7 @@ class AccountLane:
         moved += self.direct
         self.direct.clear()
         for st in self.parts.values():
-            if st.state == UNPARKING:
+            if st.state in (UNPARKING, PROBING):
                 moved += st.holding
                 st.holding = []
                 st.state = PARKED
@@ -485,6 +532,7 @@ class AccountLane:
             self._task,
             self._report_task,
             *(st.unparking for st in self.parts.values()),
+            *(st.probing for st in self.parts.values()),
         ):
             if task is not None:
                 task.cancel()

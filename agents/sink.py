@@ -33,6 +33,7 @@ from typing import Any
 from faust.types import TP
 
 from agents.lanes import DIRECT, AccountLane, Item, Span
+from agents.parking_probe import ParkingProbe
 from app import keys
 from app.batching.consumer import BatchConsumer, Held
 from app.batching.partition import Partitioner
@@ -95,6 +96,7 @@ class Sink:
         partitioner: Partitioner,
         retries: RetryTracker,
         park_after: Callable[[], float],
+        broker_url: Callable[[], str] | None = None,
     ) -> None:
         self.runtime = runtime
         self.clients = clients
@@ -109,6 +111,9 @@ class Sink:
         self._producer = producer
         self.partitioner = partitioner
         self.retries = retries
+        #: asks the broker whether a parking partition is drained after an assignment
+        #: (without a broker URL it is never asked, and every partition starts parked)
+        self.probe = ParkingProbe(broker_url, self.committed) if broker_url is not None else None
         self.lanes: dict[str, AccountLane] = {}
         self.spans: set[Span] = set()
         self.waiting: dict[Any, int] = {}  # records in the lanes per topic partition
@@ -257,6 +262,11 @@ class Sink:
             return None
         offset: int | None = self.consumer._committed_offset.get(TP(topic, partition))
         return offset
+
+    async def parking_drained(self, topic: str, partition: int) -> bool:
+        if self.probe is None:
+            return False
+        return await self.probe.drained(topic, partition)
 
     def highwater(self, topic: str, partition: int) -> int | None:
         if self.consumer is None:

@@ -10,6 +10,8 @@ broker, and prints the median of each and their ratio, with the spread:
 
 - ``pipeline``: the app's row of ``make bench`` (``bench.run.pipeline``: a worker and the
   Emarsys simulator, events/s until the person stage has every event);
+- ``end_to_end``: the same run until Emarsys acknowledged every effect and the sink
+  reported it back (``make bench``'s "through the sink" row);
 - ``stages``: the CPU seconds of ``bench.core.bench_stages`` (the identity and person
   stages in memory, no broker), the least of three, with the collector frozen and off as
   in a worker between its collections: the pure work, without the machine's noise.
@@ -83,7 +85,11 @@ def one(root: str, n: int, stages_only: bool = False) -> dict[str, float]:
                 fn()
         broker.stop()
         shutil.rmtree(logs, ignore_errors=True)
-    return {"pipeline": result["events_per_s"], "stages_cpu_s": min(cpu)}
+    return {
+        "pipeline": result["events_per_s"],
+        "end_to_end": result["end_to_end_events_per_s"],
+        "stages_cpu_s": min(cpu),
+    }
 
 
 def _run_one(root: Path, n: int, stages_only: bool) -> dict[str, float]:
@@ -122,7 +128,12 @@ def compare(base: str, rounds: int, n: int, stages_only: bool = False) -> dict[s
             for label, root in (("base", tree), ("this", ROOT)):
                 r = _run_one(root, n, stages_only)
                 results[label].append(r)
-                pipe = f"pipeline {r['pipeline']:,.0f} events/s, " if "pipeline" in r else ""
+                pipe = (
+                    f"pipeline {r['pipeline']:,.0f} events/s, "
+                    f"through the sink {r['end_to_end']:,.0f}, "
+                    if "pipeline" in r
+                    else ""
+                )
                 print(
                     f"[compare] round {i + 1}/{rounds} {label}: {pipe}"
                     f"stages {r['stages_cpu_s']:.3f} CPU s",
@@ -130,7 +141,7 @@ def compare(base: str, rounds: int, n: int, stages_only: bool = False) -> dict[s
                     flush=True,
                 )
     out: dict[str, Any] = {"base": base, "rounds": rounds, "events": n}
-    for key in ("stages_cpu_s",) if stages_only else ("pipeline", "stages_cpu_s"):
+    for key in ("stages_cpu_s",) if stages_only else ("pipeline", "end_to_end", "stages_cpu_s"):
         b = [r[key] for r in results["base"]]
         t = [r[key] for r in results["this"]]
         out[key] = {"base": b, "this": t, "ratio": statistics.median(t) / statistics.median(b)}
@@ -161,6 +172,12 @@ def main(argv: list[str] | None = None) -> int:
         p = r["pipeline"]
         print(f"pipeline events/s: base {_summary(p['base'])}; this {_summary(p['this'])}")
         print(f"  this / base: {p['ratio']:.3f}")
+        e = r["end_to_end"]
+        print(
+            "through the sink (until Emarsys acknowledged every effect) events/s: "
+            f"base {_summary(e['base'])}; this {_summary(e['this'])}"
+        )
+        print(f"  this / base: {e['ratio']:.3f}")
     print(f"stages CPU s: base {_summary(s['base'])}; this {_summary(s['this'])}")
     print(f"  speed this / base: {1 / s['ratio']:.3f}")
     return 0

@@ -58,6 +58,8 @@ class Host:
         self.dropped: list[Item] = []
         self.released: list[Span] = []
         self.spans: set[Span] = set()
+        self.probes: list[int] = []  # partitions whose parking partition was asked about
+        self.probe_fails = False
 
     # -- LaneHost
     def batch_size(self) -> int:
@@ -105,6 +107,15 @@ class Host:
     def highwater(self, topic: str, partition: int) -> int | None:
         return len(self.parking[partition].records)
 
+    async def parking_drained(self, topic: str, partition: int) -> bool:
+        """The broker's answer: nothing stored from the committed offset on."""
+        self.probes.append(partition)
+        await asyncio.sleep(self.rng.uniform(0, 0.01))
+        if self.probe_fails:
+            raise ConnectionError("broker unreachable")
+        t = self.parking[partition]
+        return t.committed >= len(t.records)
+
     def drop(self, items: Any) -> None:
         self.dropped += list(items)
 
@@ -131,9 +142,9 @@ class Host:
 
 
 def idle_parked(st: Any) -> bool:
-    """A partition taken over parked that has had no effect of its own since: it goes
-    direct with its next effect (which takes the parking hop once), not before, because
-    the parking partition's end offset is not trusted (the README's "What is left")."""
+    """A partition taken over with a parking backlog (or whose probe failed) that has had no
+    effect of its own since: it goes direct with its next effect (which takes the parking
+    hop once), not before, because the parking partition's end offset is not trusted."""
     return st.state != DIRECT and st.parked_end is None and st.forwarding == 0
 
 
@@ -302,4 +313,70 @@ async def test_an_outage_parks_then_the_lane_goes_direct_again(monkeypatch):
     lane = await run.go()
     assert blocks, "the lane never parked during the outage"
     assert all(st.state == DIRECT for st in lane.parts.values())
+    assert latest(run.host.accepted) == run.last
+
+
+def in_order_per_contact(accepted: list[tuple[str, int]]) -> bool:
+    seen: dict[str, int] = {}
+    for contact, seq in accepted:
+        if seq < seen.get(contact, seq):
+            return False
+        seen[contact] = seq
+    return True
+
+
+async def fed(run: Run, lane: AccountLane, pos: dict[str, dict[int, int]], n: int) -> None:
+    """Produces ``n`` effects while the batch path feeds them, until all are committed."""
+    fetcher = asyncio.ensure_future(run.fetch(lane, pos))
+    committer = asyncio.ensure_future(run.committer())
+    try:
+        await run.produce(n)
+        deadline = time.monotonic() + 10
+        while not run.drained(lane):
+            assert time.monotonic() < deadline, "not drained"
+            await asyncio.sleep(0.01)
+    finally:
+        fetcher.cancel()
+        committer.cancel()
+        lane.stop()
+
+
+async def test_after_an_assignment_an_empty_parking_partition_is_not_used() -> None:
+    """The broker says the parking partitions are drained: effects go straight to
+    Emarsys, none takes the parking hop (it cost every partition's first effects a
+    produce, a fetch and a commit after each restart or rebalance)."""
+    run = Run(3, rebalance=False)
+    lane, pos = run.new_lane()
+    await fed(run, lane, pos, 200)
+    assert sorted(set(run.host.probes)) == list(range(P))
+    assert all(not t.records for t in run.host.parking.values())
+    assert all(st.state == DIRECT for st in lane.parts.values())
+    assert in_order_per_contact(run.host.accepted)
+    assert latest(run.host.accepted) == run.last
+
+
+async def test_a_backlog_left_in_the_parking_partition_goes_before_new_effects() -> None:
+    """A previous owner parked effects and did not deliver them: the probe finds them,
+    so the new effects of that partition wait behind them (per contact, in order)."""
+    run = Run(4, rebalance=False)
+    for seq in range(30):  # contact c0 (partition 0), parked before the assignment
+        value = json.dumps({"contact": "c0", "seq": -30 + seq}).encode()
+        run.host.parking[0].records.append((b"acme\x1fc0", value, time.time()))
+    lane, pos = run.new_lane()
+    await fed(run, lane, pos, 200)
+    c0 = [seq for contact, seq in run.host.accepted if contact == "c0"]
+    assert c0[:30] == list(range(-30, 0))
+    assert c0 == sorted(c0)
+    assert latest(run.host.accepted) == run.last
+
+
+async def test_a_probe_that_fails_parks_as_before() -> None:
+    """No answer from the broker: the partitions park (the first effect tells the lane
+    where the parked backlog ends), and everything still arrives, in order."""
+    run = Run(5, rebalance=False)
+    run.host.probe_fails = True
+    lane, pos = run.new_lane()
+    await fed(run, lane, pos, 200)
+    assert any(t.records for t in run.host.parking.values())
+    assert in_order_per_contact(run.host.accepted)
     assert latest(run.host.accepted) == run.last
