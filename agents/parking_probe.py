@@ -25,9 +25,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from app.topic_reader import consumer_for
+from app.topics import bootstrap_servers
 
 log = logging.getLogger("emd.sink")
 
@@ -83,7 +83,14 @@ class ParkingProbe:
                     fut.set_result(answers.get(key, False))
 
     async def _read(self, keys: list[Key]) -> dict[Key, bool]:
-        consumer = consumer_for(self.broker_url(), "emd-parking-probe")
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap_servers(self.broker_url()),
+            enable_auto_commit=False,
+            group_id=None,
+            client_id="emd-parking-probe",
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=self.fetch_ms // 2,  # the embedded broker answers at its end
+        )
         await consumer.start()
         try:
             return await self._probe(consumer, keys)
@@ -93,12 +100,15 @@ class ParkingProbe:
     async def _probe(self, consumer: Any, keys: list[Key]) -> dict[Key, bool]:
         tps = {TopicPartition(t, p): (t, p) for t, p in keys}
         consumer.assign(list(tps))
+        never: list[TopicPartition] = []  # nothing committed: from the log's start
         for tp, (topic, partition) in tps.items():
             start = self.committed(topic, partition)
             if start is None:
-                await consumer.seek_to_beginning(tp)
+                never.append(tp)
             else:
                 consumer.seek(tp, start)
+        if never:
+            await consumer.seek_to_beginning(*never)  # one request for all of them
         ends = await consumer.end_offsets(list(tps))
         answers: dict[Key, bool] = {}
         undecided = []
@@ -109,8 +119,9 @@ class ParkingProbe:
                 undecided.append(tp)
         deadline = time.monotonic() + self.deadline
         while undecided and time.monotonic() < deadline:
-            # answered before this fetch: any records of that answer are returned by it
-            answered = [tp for tp in undecided if consumer.highwater(tp) is not None]
+            # answered before this fetch (a fetch response sets the poll timestamp): any
+            # records of that answer are returned by it
+            answered = [tp for tp in undecided if consumer.last_poll_timestamp(tp) is not None]
             batch = await consumer.getmany(*undecided, timeout_ms=self.fetch_ms)
             for tp, records in batch.items():
                 if records:

@@ -15,6 +15,7 @@ partitions are assigned: ``subscribe`` registers one that never receives anythin
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -37,6 +38,8 @@ log = logging.getLogger("emd.pipeline")
 BEGAN = "processing began: the first fetch after an assignment, %d records"
 MIN_POLL = 0.05
 MAX_POLL = 1.0
+#: records the stages handle between two turns of the event loop (~10-40 ms of work)
+SLICE = 200
 
 
 @dataclass(frozen=True)
@@ -100,17 +103,26 @@ class Pipeline:
             log.info(BEGAN, sum(len(r) for r in batches.values()))
         now = self.clock()
         tx = self._transaction()
-        spans: list[Held] = []
+        staged: list[tuple[Any, list[Any], Held]] = []
         for tp, records in batches.items():
             held = consumer.hold(tp, records[0].offset, records[-1].offset)
             if self.sink.claims(tp.topic):  # emarsys-effects and the parking topics
+                # first, so the lanes have them while the stages work
                 self.sink.accept(tp, records, held, consumer)
-                continue
-            if tp.topic == self.topics.input:
-                outputs = self.flow.input(tp.partition, records, tx.states, now)
             else:
-                outputs = self.flow.person_events(tp.partition, records, tx.states, now)
-            tx.send(outputs, _labels(outputs) if self._labels else ())
+                staged.append((tp, records, held))
+        spans: list[Held] = []
+        for tp, records, held in staged:
+            stage = self.flow.input if tp.topic == self.topics.input else self.flow.person_events
+            for start in range(0, len(records), SLICE):
+                outputs = stage(tp.partition, records[start : start + SLICE], tx.states, now)
+                tx.send(outputs, _labels(outputs) if self._labels else ())
+                # The stages are CPU work with no await: a fetch of 5,000 records is a
+                # second of it. Without a turn of the event loop in between, the sink's
+                # lanes (an Emarsys call takes a few turns), Faust's commit timer and the
+                # web views would wait for the whole fetch, and under a backlog every
+                # effect would reach Emarsys only once the backlog is read.
+                await asyncio.sleep(0)
             spans.append(held)
         if spans:
             await tx.commit()
@@ -139,6 +151,11 @@ class Pipeline:
             return MAX_POLL
         soonest = min(h[0][0] for h in wakes)
         return max(MIN_POLL, min(MAX_POLL, soonest - now))
+
+    def prioritised(self, topic: str) -> bool:
+        """Everything but the input: what the stages and the sink wrote (hand-offs,
+        effects, outcomes) is read before more of an input backlog."""
+        return topic != self.topics.input
 
     def on_flow_stopped(self) -> None:
         self.sink.on_flow_stopped()

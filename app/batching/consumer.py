@@ -9,7 +9,9 @@ it hands records to) calls ``ack_span`` when a partition's records are done, whi
 them acked in Faust's own bookkeeping (``_acked``/``_acked_index``/``_n_acked``). Faust's
 commit (producer flushed, then offsets committed, ``Consumer._commit_offsets``) stays
 the only commit, so at-least-once is unchanged. Topics no handler claims keep Faust's
-per-message route.
+per-message route. Each fetch first takes, without waiting, what the fetcher holds of the
+topics the handler prioritises (``_prioritised_records``), so a backlog on one topic does
+not keep the others' records behind it.
 
 Rebalances: Faust stops the flow (``stop_flow``), then waits for every message it handed
 out to be acked (``wait_empty`` over ``_unacked_messages``). A span in flight is a
@@ -47,6 +49,9 @@ class BatchHandler(Protocol):
 
     def poll_timeout(self) -> float:
         """How long a fetch may wait for records (seconds)."""
+
+    def prioritised(self, topic: str) -> bool:
+        """Whether what the fetcher holds of ``topic`` is taken before the other topics'."""
 
     def on_flow_stopped(self) -> None:
         """A rebalance began: let go of long work (its spans will be read again)."""
@@ -193,17 +198,23 @@ class BatchConsumer(driver.Consumer):
             raise
 
     async def _drain_once(self, handler: BatchHandler) -> None:
-        records, active = await self._wait_next_records(handler.poll_timeout())
+        before = self.app.consumer_generation_id
+        first = await self._prioritised_records(handler)
+        records, active = await self._wait_next_records(0 if first else handler.poll_timeout())
         generation = self.app.consumer_generation_id
+        if first:
+            if generation != before:
+                # A rebalance between the two: both are read again from the committed
+                # offsets (the fetcher's positions are past them).
+                await self._seek_back()
+                return
+            records = _joined(first, records or {})
         await asyncio.sleep(0)
         if records is None or self.should_stop:
             return
         if not self.flow_active:
             # A rebalance began while fetching: what was fetched is read again after it.
-            try:
-                await self.perform_seek()
-            except Exception as exc:
-                self.log.warning("seeking back after a stopped flow failed: %r", exc)
+            await self._seek_back()
             return
         claimed: dict[TP, list[Any]] = {}
         for tp, recs in records.items():
@@ -232,6 +243,28 @@ class BatchConsumer(driver.Consumer):
         if commit_every is not None and self._n_acked >= commit_every:
             self._n_acked = 0
             await self.commit()
+
+    async def _seek_back(self) -> None:
+        try:
+            await self.perform_seek()
+        except Exception as exc:
+            self.log.warning("seeking back after a stopped flow failed: %r", exc)
+
+    async def _prioritised_records(self, handler: BatchHandler) -> dict[Any, list[Any]]:
+        """The fetcher's buffered records of the prioritised topics, taken first.
+
+        aiokafka hands out buffered records partition by partition in the order their
+        fetches arrived, up to ``max_poll_records`` (5,000): while the input topic has a
+        backlog, its partitions fill every fetch and the effects the stages wrote wait
+        behind them for several fetches (seconds before Emarsys hears of them, and the
+        sink's memory bound never gets a say). A first look at the other topics, without
+        waiting, gives them their turn in every fetch."""
+        if not self.flow_active:
+            return {}
+        wanted = {tp for tp in self._get_active_partitions() if handler.prioritised(tp.topic)}
+        if not wanted:
+            return {}
+        return dict(await self._getmany(active_partitions=wanted, timeout=0))
 
     def _unread(self, tp: TP, recs: list[Any]) -> list[Any]:
         """Drop what was read already (a fetch racing a seek returns it again)."""
@@ -268,3 +301,11 @@ class BatchTransport(driver.Transport):
     """The aiokafka transport with ``BatchConsumer`` (set on the app: ``EmdApp``)."""
 
     Consumer = BatchConsumer
+
+
+def _joined(first: Mapping[Any, list[Any]], then: Mapping[Any, list[Any]]) -> dict[Any, list[Any]]:
+    """Two fetches in one: per partition, the first's records before the second's."""
+    out = {tp: list(recs) for tp, recs in first.items()}
+    for tp, recs in then.items():
+        out[tp] = out[tp] + list(recs) if tp in out else list(recs)
+    return out

@@ -52,6 +52,13 @@ def test_the_fetch_loop_and_its_helpers_are_where_the_batch_path_replaces_them()
         assert callable(getattr(consumer_mod.Consumer, name, None)), name
     sig = inspect.signature(consumer_mod.Consumer._wait_next_records)
     assert list(sig.parameters) == ["self", "timeout"]
+    # the prioritised topics' first look: the same fetch Faust's _wait_next_records makes
+    assert list(inspect.signature(driver.Consumer._getmany).parameters) == [
+        "self",
+        "active_partitions",
+        "timeout",
+    ]
+    assert "self._getmany(" in inspect.getsource(consumer_mod.Consumer._wait_next_records)
     assert hasattr(consumer_mod, "CONSUMER_FETCHING") and hasattr(consumer_mod, "ensure_TP")
 
 
