@@ -117,11 +117,10 @@ class Pipeline:
             for start in range(0, len(records), SLICE):
                 outputs = stage(tp.partition, records[start : start + SLICE], tx.states, now)
                 tx.send(outputs, _labels(outputs) if self._labels else ())
-                # The stages are CPU work with no await: a fetch of 5,000 records is a
-                # second of it. Without a turn of the event loop in between, the sink's
-                # lanes (an Emarsys call takes a few turns), Faust's commit timer and the
-                # web views would wait for the whole fetch, and under a backlog every
-                # effect would reach Emarsys only once the backlog is read.
+                # The stages are CPU work with no await: a fetch of 5,000 records is up
+                # to a second of it. A turn of the event loop in between lets the sink's
+                # lanes (an Emarsys call takes a few turns), the parking probe's round
+                # trips, Faust's commit timer and the web views go on meanwhile.
                 await asyncio.sleep(0)
             spans.append(held)
         if spans:

@@ -221,7 +221,12 @@ class BatchConsumer(driver.Consumer):
             if not recs:
                 continue
             tp = ensure_TP(tp)
-            if active is not None and tp not in active and tp not in self._buffered_partitions:
+            if (
+                active is not None
+                and tp not in active
+                and tp not in self._buffered_partitions
+                and tp not in first  # active when it was taken; the generation is the same
+            ):
                 continue
             recs = self._unread(tp, recs)
             if not recs:
@@ -256,9 +261,8 @@ class BatchConsumer(driver.Consumer):
         aiokafka hands out buffered records partition by partition in the order their
         fetches arrived, up to ``max_poll_records`` (5,000): while the input topic has a
         backlog, its partitions fill every fetch and the effects the stages wrote wait
-        behind them for several fetches (seconds before Emarsys hears of them, and the
-        sink's memory bound never gets a say). A first look at the other topics, without
-        waiting, gives them their turn in every fetch."""
+        behind them for several fetches (seconds before Emarsys hears of them). A first
+        look at the other topics, without waiting, gives them their turn in every fetch."""
         if not self.flow_active:
             return {}
         wanted = {tp for tp in self._get_active_partitions() if handler.prioritised(tp.topic)}
