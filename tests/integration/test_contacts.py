@@ -107,8 +107,14 @@ def test_alias_links_an_old_user_id(stack, simulator):
     stack.post("/v1/track", {"userId": new, "event": "After Alias"})
 
     def aliased():
+        # The old record's hand-off and the track are separate transactions when they
+        # land in different fetches, in either order: wait until both are in.
         r = stack.user("acme", userId=new)
-        return r.json() if r.status == 200 and r.json()["primaryKey"] == email else None
+        if r.status != 200:
+            return None
+        body = r.json()
+        done = body["primaryKey"] == email and "ecom_event" in body["values"]
+        return body if done else None
 
     body = wait_for(aliased, what="the alias merging the old user's record")
     assert body["values"]["ecom_event"] == "After Alias"
