@@ -254,6 +254,10 @@ class AccountLane:
         if not drained or self.blocked:
             self._repark(st)
             return
+        self._go_direct(st)
+
+    def _go_direct(self, st: Partition) -> None:
+        """The partition delivers directly from now on, starting with what it held back."""
         st.state = DIRECT
         if st.holding:
             self.direct.extend(st.holding)
@@ -508,12 +512,7 @@ class AccountLane:
                 if drained and end is not None:
                     committed = self.host.committed(self.parked_topic, partition)
                     if committed is not None and committed > end:
-                        st.state = DIRECT
-                        if st.holding:
-                            self.direct.extend(st.holding)
-                            st.holding = []
-                            self._wakeup.set()
-                            self._ensure_running()
+                        self._go_direct(st)
                         log.info(
                             "account %s: partition %d delivers directly", self.account, partition
                         )

@@ -25,9 +25,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
-from app.topics import bootstrap_servers
+from app.topic_reader import consumer_for
 
 log = logging.getLogger("emd.sink")
 
@@ -83,11 +83,9 @@ class ParkingProbe:
                     fut.set_result(answers.get(key, False))
 
     async def _read(self, keys: list[Key]) -> dict[Key, bool]:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap_servers(self.broker_url()),
-            enable_auto_commit=False,
-            group_id=None,
-            client_id="emd-parking-probe",
+        consumer = consumer_for(
+            self.broker_url(),
+            "emd-parking-probe",
             auto_offset_reset="earliest",
             fetch_max_wait_ms=self.fetch_ms // 2,  # the embedded broker answers at its end
         )

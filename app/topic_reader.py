@@ -16,12 +16,14 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from app.topics import bootstrap_servers
 
 
-def consumer_for(broker_url: str, client_id: str) -> AIOKafkaConsumer:
+def consumer_for(broker_url: str, client_id: str, **options: Any) -> AIOKafkaConsumer:
+    """A consumer of our own: no group, no commits (``options``: more of aiokafka's)."""
     return AIOKafkaConsumer(
         bootstrap_servers=bootstrap_servers(broker_url),
         enable_auto_commit=False,
         group_id=None,
         client_id=client_id,
+        **options,
     )
 
 
