@@ -27,6 +27,7 @@ from typing import IO, TYPE_CHECKING, Any
 import orjson
 
 from app.replay.driver import TRANSITION_KINDS, Replay, effect_of
+from app.replay.event_order import DEFAULT_BUDGET
 
 if TYPE_CHECKING:
     from app.account import Accounts
@@ -70,16 +71,26 @@ def _iso_seconds(text: str | None) -> float | None:
 
 
 def topic_source(ns: argparse.Namespace, config: Any) -> Source:
-    """A topic read whole with its own consumer, merged in event-time order."""
+    """A topic read whole with its own consumer, merged in event-time order (held in
+    memory up to ``--buffer-mb``, the rest in run files removed when the source closes)."""
     from app.replay.topic import topic_items
 
     broker = ns.broker or config.broker
     if broker == "embedded":
         broker = "kafka://127.0.0.1:9092"
     start, end = _iso_seconds(ns.start), _iso_seconds(ns.end)
-    items = topic_items(broker, ns.topic, start, end)
-    size = sum(len(v) for v, _ in items)
-    return Source(f"topic {ns.topic}", items, size)
+    items = topic_items(broker, ns.topic, start, end, budget=ns.buffer_mb * 1024 * 1024)
+    return Source(f"topic {ns.topic}", items, items.nbytes, items.close)
+
+
+def _positive_mb(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number of MB: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 MB, not {value}")
+    return value
 
 
 def _lines(handle: IO[bytes]) -> Iterator[bytes]:
@@ -383,9 +394,17 @@ def build_parser() -> argparse.ArgumentParser:
         help=(
             "read this Kafka topic (e.g. segment-events) with a consumer of its own that "
             "never joins the workers' group. The whole topic is read and --from/--to filter "
-            "by event time afterwards: the embedded broker looks offsets up by append time, "
-            "not event time"
+            "by event time while reading: the embedded broker looks offsets up by append "
+            "time, not event time"
         ),
+    )
+    parser.add_argument(
+        "--buffer-mb",
+        type=_positive_mb,
+        default=DEFAULT_BUDGET // (1024 * 1024),
+        help="with --topic: MB of records held in memory while putting the topic in "
+        "event-time order; beyond it sorted runs go to files under TMPDIR, removed at "
+        "the end (default: %(default)s)",
     )
     parser.add_argument("--from", dest="start", help="with --topic: events at or after ISO time")
     parser.add_argument("--to", dest="end", help="with --topic: events before ISO time")

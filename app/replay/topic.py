@@ -4,21 +4,23 @@ Its own consumer with no group: it never joins the workers' consumer group, comm
 nothing and shares no state. It reads every partition from the beginning to the end
 (past the broker's reported end, which the embedded broker under-reports), then merges
 the partitions in event-time order, so the replay clock sees history as it happened.
+What it reads is held in memory up to a budget and spilled to sorted run files beyond
+it (``app.replay.event_order``), so a topic of months replays in bounded memory.
 
-``--from``/``--to`` filter by event time after reading: the embedded broker answers
-offset-by-timestamp lookups with its append time, not the events' time, so the whole
-topic is read. (On a large topic this costs time, not correctness.)
+``--from``/``--to`` filter by event time while reading (what is outside is never kept):
+the embedded broker answers offset-by-timestamp lookups with its append time, not the
+events' time, so the whole topic is read. (On a large topic this costs time, not
+correctness.)
 """
 
 from __future__ import annotations
 
 import asyncio
-import heapq
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
 
+from app.replay.event_order import DEFAULT_BUDGET, EventOrder
 from app.segment.model import parse_iso_utc
 from app.topic_reader import consumer_for, partitions, read_to_end
 
@@ -51,8 +53,15 @@ def _account(headers: Any) -> str | None:
 
 
 async def read_partitions(
-    broker_url: str, topic: str
-) -> dict[int, list[tuple[float, bytes, str | None]]]:
+    broker_url: str,
+    topic: str,
+    start: float | None = None,
+    end: float | None = None,
+    *,
+    budget: int = DEFAULT_BUDGET,
+) -> EventOrder:
+    """Every record of ``topic`` with ``start <= event time < end``, kept in an
+    ``EventOrder`` (in memory up to ``budget`` bytes, the rest in run files)."""
     consumer = consumer_for(broker_url, "emd-replay")
     await consumer.start()
     try:
@@ -61,15 +70,21 @@ async def read_partitions(
             raise LookupError(f"topic {topic!r} does not exist on {broker_url}")
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
-        out: dict[int, list[tuple[float, bytes, str | None]]] = {tp.partition: [] for tp in tps}
+        order = EventOrder((tp.partition for tp in tps), budget=budget)
 
         def keep(r: Any) -> None:
-            if r.value is not None:
-                ts = event_time(r.value, r.timestamp / 1000.0)
-                out[r.partition].append((ts, r.value, _account(r.headers)))
+            if r.value is None:
+                return
+            ts = event_time(r.value, r.timestamp / 1000.0)
+            if (start is None or ts >= start) and (end is None or ts < end):
+                order.add(r.partition, ts, r.value, _account(r.headers))
 
-        await read_to_end(consumer, tps, keep, fetch_ms=500)
-        return out
+        try:
+            await read_to_end(consumer, tps, keep, fetch_ms=500)
+        except BaseException:
+            order.close()
+            raise
+        return order
     finally:
         await consumer.stop()
 
@@ -79,20 +94,10 @@ def topic_items(
     topic: str,
     start: float | None = None,
     end: float | None = None,
-) -> list[tuple[bytes, str | None]]:
-    """Every message of ``topic`` as (raw value, account header), in event-time order,
-    restricted to ``start <= event time < end``."""
-    parts = asyncio.run(read_partitions(broker_url, topic))
-    return list(_merged(parts, start, end))
-
-
-def _merged(parts, start: float | None, end: float | None) -> Iterator[tuple[bytes, str | None]]:
-    # Each partition is (nearly) in event-time order; a stable sort keeps a person's
-    # events in partition order when their times tie.
-    streams = [sorted(recs, key=lambda r: r[0]) for recs in parts.values()]
-    for ts, value, account in heapq.merge(*streams, key=lambda r: r[0]):
-        if start is not None and ts < start:
-            continue
-        if end is not None and ts >= end:
-            continue
-        yield value, account
+    *,
+    budget: int = DEFAULT_BUDGET,
+) -> EventOrder:
+    """Every message of ``topic`` as (raw value, account header) when iterated, in
+    event-time order, restricted to ``start <= event time < end``. ``close()`` it (or use
+    it as a context manager) to remove what it spilled to disk."""
+    return asyncio.run(read_partitions(broker_url, topic, start, end, budget=budget))

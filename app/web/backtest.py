@@ -31,10 +31,11 @@ def run_backtest(config: Any, account: str, broker: str, topic: str, start, end)
 
     replay = Replay(config, account=account)
     lines: list[dict[str, Any]] = []
-    for raw, acct in topic_items(broker, topic, start, end):
-        if (acct or config.fallback_account()) != account:
-            continue
-        lines += replay.feed(raw, account)
+    with topic_items(broker, topic, start, end) as items:
+        for raw, acct in items:
+            if (acct or config.fallback_account()) != account:
+                continue
+            lines += replay.feed(raw, account)
     # A backtest asks what would have happened by the end of the period (or now), so the
     # clock runs on to there: waits that ended after the last event still fire.
     if replay.clock is not None:

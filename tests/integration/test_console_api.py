@@ -6,12 +6,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from datetime import UTC, datetime
 
+import orjson
 import pytest
 
+from app.replay.topic import topic_items
 from tests.integration.stack import (
     ROOT,
     Simulator,
@@ -304,7 +307,7 @@ def test_dead_letters_listed_and_retried_after_an_outage(broker, tmp_path):
         sim.stop()
 
 
-def test_replay_from_the_topic_equals_replay_from_a_file(broker, simulator, tmp_path):
+def test_replay_from_the_topic_equals_replay_from_a_file(broker, simulator, tmp_path, monkeypatch):
     s = Stack(
         broker.url, tmp_path, {"acme": account_config(simulator, rules=[COUPON_RULE])}, partitions=4
     )
@@ -377,6 +380,21 @@ def test_replay_from_the_topic_equals_replay_from_a_file(broker, simulator, tmp_
         strip = lambda lines: [{k: v for k, v in x.items() if k != "line"} for x in lines]  # noqa: E731
         # receivedAt is stamped at ingest; it is not the event time here (timestamp is).
         assert strip(from_topic) == strip(from_file)
+        # Read within a budget of a few records, the topic spills sorted runs to disk and
+        # merges them back: the same records in the same order, and no file left behind.
+        spill_dir = tmp_path / "spill"
+        spill_dir.mkdir()
+        monkeypatch.setattr(tempfile, "tempdir", str(spill_dir))
+        with topic_items(s.broker_url, s.input_topic) as whole:
+            everything = list(whole)
+            assert whole.runs == 0
+        with topic_items(s.broker_url, s.input_topic, budget=2_000) as spilled:
+            assert spilled.runs > 3
+            assert list(spilled) == everything
+        read = [orjson.loads(v) for v, _ in everything]
+        assert sorted(m["messageId"] for m in read) == sorted(e["messageId"] for e in events)
+        assert [m["timestamp"] for m in read] == sorted(e["timestamp"] for e in events)
+        assert list(spill_dir.iterdir()) == []
         # --from/--to select by event time.
         part = replay(
             "--topic",
