@@ -365,6 +365,15 @@ def apply_clock(account: Account, person: str, record: dict[str, Any], now: floa
     return out
 
 
+def forgotten_links(record: dict[str, Any]) -> list[str]:
+    """The anonymousIds whose links to a user go when the user is deleted: those its
+    record lists (the last ``MAX_ANONYMOUS_IDS``). Each still linked to the user is
+    unlinked, and its visitor's forward to the user removed; an id that moved to another
+    user since keeps its new link. Aliased old userIds stay linked (the record does not
+    list them)."""
+    return [a for a in record.get("anon") or () if isinstance(a, str)]
+
+
 def export_for_merge(record: dict[str, Any], into: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """Hand this person's state to ``into``: returns (state to send, forwarding tombstone).
 

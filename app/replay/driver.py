@@ -26,7 +26,8 @@ Per input, in the live agents' order:
    time, the merged person's own deadlines up to it first) and replaced by
    ``{"fwd": person}``. Event first, merged state second; live, the state usually
    reaches the user later still, and ``app.timeline`` puts it back in this place.
-   ``type: delete`` forgets the person (the identity links stay, as live).
+   ``type: delete`` forgets the person and the links of the anonymousIds its record
+   lists (as live: ``app.person.forgotten_links``).
 6. Deadlines that the event itself left at or before the clock (a late event) fire.
 
 Lines (JSON-ready dicts, keys in this order):
@@ -69,6 +70,7 @@ import orjson
 from app.account import Account, Accounts
 from app.config.model import Config
 from app.identity import resolve, routing_id
+from app.keys import anon_person
 from app.person import (
     MAX_FORWARDS,
     Outcome,
@@ -78,6 +80,7 @@ from app.person import (
     apply_merge,
     delete_effect,
     export_for_merge,
+    forgotten_links,
     iso_z,
 )
 from app.segment.model import TIMESTAMP_FIELDS, InvalidMessage, parse_message
@@ -198,6 +201,8 @@ class Replay:
             key = (acct.name, person)
             if msg.type == "delete":
                 record = self.persons.pop(key, None)
+                if record is not None and "fwd" not in record and person.startswith("u:"):
+                    self._unlink(acct.name, person, record)
                 effect = delete_effect(acct, person, record)
                 if effect is not None:
                     self.counts["contact_deletes"] += 1
@@ -282,6 +287,15 @@ class Replay:
         self.seen[key] = now
         order.append((now, key))
         return False
+
+    def _unlink(self, account: str, person: str, record: dict[str, Any]) -> None:
+        """A deleted user's anonymousIds forget it, as live (``PersonStage._unlink``)."""
+        for anon in forgotten_links(record):
+            if self.links.get((account, anon)) == person[2:]:
+                del self.links[(account, anon)]
+            visitor = (account, anon_person(anon))
+            if (self.persons.get(visitor) or {}).get("fwd") == person:
+                del self.persons[visitor]
 
     def _follow(self, account: str, person: str) -> str:
         """The person a message for ``person`` ends up at, through merge forwards."""

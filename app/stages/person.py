@@ -3,7 +3,7 @@
 Reads person-events (``account \\x1f person``): ``ev`` (an event), ``merge`` (hand your
 state to ``into``), ``state`` (a merged person's state arriving), ``dlv`` (Emarsys
 outcomes from the sink, one record per person and sink batch), ``pk`` (a primary-key
-index entry). Writes a record only when it changed, sends Emarsys effects keyed by
+index entry), ``unlink`` (a deleted user's anonymousId: forget its link). Writes a record only when it changed, sends Emarsys effects keyed by
 contact, and fires what is due on the wall clock when the agent layer calls
 ``fire_due`` (no tick records: the batch path writes tables outside stream iteration).
 
@@ -32,7 +32,14 @@ from app.delivery_log import LogAppends
 from app.envelope import dead_letter, dumps, loads, now_iso
 from app.identity import usable_id
 from app.metrics import Metrics
-from app.person import MAX_FORWARDS, Outcome, apply_delivery, delete_effect, export_for_merge
+from app.person import (
+    MAX_FORWARDS,
+    Outcome,
+    apply_delivery,
+    delete_effect,
+    export_for_merge,
+    forgotten_links,
+)
 from app.recent import RecentEvents
 from app.stages.bundle import unbundle
 from app.stages.link import LINKS, LinkStage
@@ -251,6 +258,9 @@ class PersonStage:
         if kind == "lmove":
             self._link_moved(batch, account, msg)
             return
+        if kind == "unlink":
+            self._unlink(batch, account, msg)
+            return
         person = msg.get("p")
         key = keys.key(account.name, person)
         anonymous = isinstance(person, str) and person.startswith("a:")
@@ -452,6 +462,26 @@ class PersonStage:
         batch.persons.delete(key)
         batch.deliveries.delete(key)
         self.recent.forget(key)
+        if record is not None and "fwd" not in record and person.startswith("u:"):
+            user = person[2:]
+            for anon in forgotten_links(record):
+                body = {"k": "unlink", "a": account.name, "p": anon, "user": user}
+                batch.out.append(Output.of(PERSON, keys.key(account.name, anon), body))
+
+    def _unlink(self, batch: _Batch, account: Account, msg: dict[str, Any]) -> None:
+        """A deleted user's anonymousId (this partition holds its link and the visitor's
+        forward): both go, unless the id has moved to another user since, so a later
+        event of the id alone starts a new visitor instead of bringing the user back."""
+        anon, user = msg["p"], msg["user"]
+        links = batch.tables(LINKS, batch.partition)
+        link_key = keys.key(account.name, anon)
+        if links.get(link_key) == user.encode():
+            links.delete(link_key)
+        visitor = keys.key(account.name, keys.anon_person(anon))
+        record = batch.record(visitor)
+        if record is not None and record.get("fwd") == keys.user_person(user):
+            batch.persons.delete(visitor)
+            self.recent.forget(visitor)
 
     def _delivery(self, batch: _Batch, key: bytes, msg: dict[str, Any]) -> None:
         items = msg.get("items")

@@ -123,12 +123,28 @@ def test_alias_links_an_old_user_id(stack, simulator):
 
 
 def test_delete_removes_the_person_and_the_contact(stack, simulator):
-    user, email = uid("u"), f"{uid('del')}@example.com"
-    stack.post("/v1/identify", {"userId": user, "context": {"traits": {"email": email}}})
+    user, email, anon = uid("u"), f"{uid('del')}@example.com", uid("a")
+    stack.post(
+        "/v1/identify",
+        {"userId": user, "anonymousId": anon, "context": {"traits": {"email": email}}},
+    )
     wait_for(lambda: simulator.contact(email), what="contact")
+    assert stack.user("acme", anonymousId=anon).json()["person"] == f"u:{user}"
     assert stack.post("/segment", {"type": "delete", "userId": user}).status == 200
     wait_for(lambda: simulator.contact(email) is None, what="the contact deleted in Emarsys")
     wait_for(lambda: stack.user("acme", userId=user).status == 404, what="the record gone")
+    # The user's device forgets it too: back anonymously, it is a new visitor, and the
+    # deleted user is not brought back by its events.
+    wait_for(lambda: stack.user("acme", anonymousId=anon).status == 404, what="the link gone")
+    stack.post("/v1/page", {"anonymousId": anon, "name": "Home"})
+
+    def visitor() -> dict | None:
+        r = stack.user("acme", anonymousId=anon)
+        return r.json() if r.status == 200 else None
+
+    assert wait_for(visitor, what="the new visitor")["person"] == f"a:{anon}"
+    assert stack.user("acme", userId=user).status == 404
+    assert simulator.contact(email) is None
 
 
 def test_unconvertible_values_are_left_out_and_counted(stack, simulator):
