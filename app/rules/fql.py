@@ -112,9 +112,9 @@ _ORDERINGS: dict[str, Callable[[Any, Any], bool]] = {
 }
 
 # (event, values, user) -> value
-_Eval = Callable[[Any, Mapping[str, Any], Mapping[str, Any]], Any]
+_Eval = Callable[[Any, dict[str, Any], dict[str, Any]], Any]
 #: a compiled filter: (event, values, user) -> bool
-Predicate = Callable[[Any, Mapping[str, Any], Mapping[str, Any]], bool]
+Predicate = Callable[[Any, dict[str, Any], dict[str, Any]], bool]
 
 
 class FilterError(ValueError):
@@ -197,7 +197,7 @@ class Filter:
     _tree: _Node = field(repr=False, compare=False)
 
     def evaluate(
-        self, event: Mapping[str, Any], values: Mapping[str, Any], user: Mapping[str, Any]
+        self, event: Mapping[str, Any], values: dict[str, Any], user: dict[str, Any]
     ) -> bool:
         """Whether ``event`` matches; ``values``/``user`` map data map names to values."""
         return bool(self._test(event, values, user))
@@ -838,7 +838,7 @@ def _value_fn(node: _Node) -> _Eval:
         if len(steps) == 1:
             key = steps[0]
 
-            def top_level(e: Any, v: Mapping[str, Any], u: Mapping[str, Any]) -> Any:
+            def top_level(e: Any, v: dict[str, Any], u: dict[str, Any]) -> Any:
                 if type(e) is dict:
                     return e.get(key, MISSING)
                 return read(e, steps)
@@ -994,7 +994,7 @@ def _junction(fns: list[_Eval], conjunction: bool) -> _Eval:
     # Loops rather than all()/any() over a generator: a third of the cost per call.
     if conjunction:
 
-        def every(e: Any, v: Mapping[str, Any], u: Mapping[str, Any]) -> bool:
+        def every(e: Any, v: dict[str, Any], u: dict[str, Any]) -> bool:
             for f in items:  # noqa: SIM110
                 if not f(e, v, u):
                     return False
@@ -1002,7 +1002,7 @@ def _junction(fns: list[_Eval], conjunction: bool) -> _Eval:
 
         return every
 
-    def some(e: Any, v: Mapping[str, Any], u: Mapping[str, Any]) -> bool:
+    def some(e: Any, v: dict[str, Any], u: dict[str, Any]) -> bool:
         for f in items:  # noqa: SIM110
             if f(e, v, u):
                 return True
@@ -1042,7 +1042,7 @@ def _comparison(node: _Cmp) -> _Eval:
     compare = _ORDERINGS[node.op]
     left, right = _value_fn(node.left), _value_fn(node.right)
 
-    def ordered(e: Any, v: Mapping[str, Any], u: Mapping[str, Any]) -> bool:
+    def ordered(e: Any, v: dict[str, Any], u: dict[str, Any]) -> bool:
         a, b = left(e, v, u), right(e, v, u)
         if isinstance(a, str):
             return isinstance(b, str) and compare(a, b)
@@ -1061,7 +1061,7 @@ def _membership(node: _In) -> _Eval:
         return lambda e, v, u: isinstance(x := get(e, v, u), str) and x in names
     preds = tuple(_equals(item) for item in node.items)
 
-    def member(e: Any, v: Mapping[str, Any], u: Mapping[str, Any]) -> bool:
+    def member(e: Any, v: dict[str, Any], u: dict[str, Any]) -> bool:
         x = get(e, v, u)
         return any(p(x) for p in preds) is not negated
 

@@ -99,12 +99,12 @@ class EventInput(NamedTuple):
     """One Segment message as the rules see it (immutable; a tuple, because building a
     frozen dataclass costs four times as much and one is built per event)."""
 
-    message: Mapping[str, Any]
+    message: dict[str, Any]
     type: str
     message_id: str
     event_time: float
-    values: Mapping[str, Any]
-    user: Mapping[str, Any]
+    values: dict[str, Any]
+    user: dict[str, Any]
 
 
 class Effect(NamedTuple):
@@ -359,6 +359,7 @@ class RuleSet:
             fire_again = any(e.kind == "advanced" for e in effects[before:])
         message_id = ev.message_id
         id_middle: bytes | None = None
+        seen: list[str] | None = None
         message, user = ev.message, ev.user
         evaluations = 0
         # The index gives only conditions whose ``on`` and event names admit this event,
@@ -388,13 +389,16 @@ class RuleSet:
                 evaluations += 1
                 if not test(message, values, user):
                     continue
+            if seen is None:
+                seen = [message_id]  # shared by the instances this event starts: an
+                # instance's "m" is replaced on every move, never changed in place
             inst: Instance = {
                 "id": iid,
                 "f": rule.fingerprint,
                 "p": 0,
                 "s": t,
                 "a": t,
-                "m": [message_id],
+                "m": seen,
             }
             if txn is not None:
                 inst["t"] = txn
@@ -407,8 +411,9 @@ class RuleSet:
                     captured[vname] = value
             if entry is None:
                 state["r"] = rules_state  # absent from a state written as {}
-                entry = rules_state[rname] = {"i": [], "d": []}
-            entry["i"].append(inst)
+                rules_state[rname] = {"i": [inst], "d": []}
+            else:
+                entry["i"].append(inst)
             effects.append(
                 _tuple_new(Effect, ("started", rname, iid, t, 0, None, None, None, None, txn))
             )
