@@ -201,7 +201,8 @@ def _txn_key(value: Any) -> str | None:
     return str(value)
 
 
-#: builds an Effect from its fields without NamedTuple's Python-level ``__new__`` frame
+#: builds an Effect from all its fields (defaults are not applied: give every one)
+#: without NamedTuple's Python-level ``__new__`` frame
 _tuple_new = tuple.__new__
 
 
@@ -415,7 +416,9 @@ class RuleSet:
             else:
                 entry["i"].append(inst)
             effects.append(
-                _tuple_new(Effect, ("started", rname, iid, t, 0, None, None, None, None, txn))
+                _tuple_new(
+                    Effect, ("started", rname, iid, t, 0, None, None, None, None, txn, None, None)
+                )
             )
             if t + rule.start_due <= t:  # due at once: no lifetime, wait or within
                 fire_again = True

@@ -142,6 +142,13 @@ def coupon_set(**kw: Any) -> RuleSet:
     return RuleSet([coupon_rule(**kw)], DATA_MAPS)
 
 
+def test_a_started_effect_is_a_whole_effect() -> None:
+    """Built without NamedTuple's __new__: every field is there, as for any other kind."""
+    [started] = coupon_set().on_event(new_state(), ev("Coupon Entered", t("10:00"), mid="m-s"))
+    assert started == Effect("started", "Coupon", started.instance_id, t("10:00"), position=0)
+    assert (started.add_to_list, started.remove_from_list) == (None, None)
+
+
 # --------------------------------------------------------------------- rules.md worked cases
 
 
