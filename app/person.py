@@ -365,12 +365,14 @@ def apply_clock(account: Account, person: str, record: dict[str, Any], now: floa
     return out
 
 
-def forgotten_links(record: dict[str, Any]) -> list[str]:
-    """The anonymousIds whose links to a user go when the user is deleted: those its
-    record lists (the last ``MAX_ANONYMOUS_IDS``). Each still linked to the user is
-    unlinked, and its visitor's forward to the user removed; an id that moved to another
-    user since keeps its new link. Aliased old userIds stay linked (the record does not
-    list them)."""
+def forgotten_links(person: str, record: dict[str, Any] | None) -> list[str]:
+    """The anonymousIds whose links go when ``person`` is deleted: those a user's record
+    lists (the last ``MAX_ANONYMOUS_IDS``; none for a visitor, a forward or no record).
+    Each still linked to the user is unlinked, and its visitor's forward to the user
+    removed; an id that moved to another user since keeps its new link. Aliased old
+    userIds stay linked (the record does not list them)."""
+    if record is None or "fwd" in record or not person.startswith("u:"):
+        return []
     return [a for a in record.get("anon") or () if isinstance(a, str)]
 
 

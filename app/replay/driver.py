@@ -201,8 +201,7 @@ class Replay:
             key = (acct.name, person)
             if msg.type == "delete":
                 record = self.persons.pop(key, None)
-                if record is not None and "fwd" not in record and person.startswith("u:"):
-                    self._unlink(acct.name, person, record)
+                self._unlink(acct.name, person, record)
                 effect = delete_effect(acct, person, record)
                 if effect is not None:
                     self.counts["contact_deletes"] += 1
@@ -288,9 +287,9 @@ class Replay:
         order.append((now, key))
         return False
 
-    def _unlink(self, account: str, person: str, record: dict[str, Any]) -> None:
+    def _unlink(self, account: str, person: str, record: dict[str, Any] | None) -> None:
         """A deleted user's anonymousIds forget it, as live (``PersonStage._unlink``)."""
-        for anon in forgotten_links(record):
+        for anon in forgotten_links(person, record):
             if self.links.get((account, anon)) == person[2:]:
                 del self.links[(account, anon)]
             visitor = (account, anon_person(anon))

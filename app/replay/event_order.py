@@ -58,7 +58,6 @@ class EventOrder:
         self._held = 0
         self._runs: list[str] = []
         self._files = 0
-        self._count = 0
         #: records and bytes (values) added: the replay's progress bar shows them
         self.records = 0
         self.nbytes = 0
@@ -70,9 +69,8 @@ class EventOrder:
 
     def add(self, partition: int, event_time: float, value: bytes, account: str | None) -> None:
         """One record of ``partition`` (records of a partition in offset order)."""
-        self._count += 1
-        self._memory.append((event_time, self._index[partition], self._count, value, account))
-        self.records += 1
+        self.records += 1  # also the arrival number: unique, in offset order per partition
+        self._memory.append((event_time, self._index[partition], self.records, value, account))
         self.nbytes += len(value)
         self._held += len(value) + (len(account) if account else 0) + _OVERHEAD
         if self._held >= self._budget:
@@ -81,8 +79,6 @@ class EventOrder:
     def __iter__(self) -> Iterator[tuple[bytes, str | None]]:
         """Every record as (value, account), in event-time order."""
         self._memory.sort()
-        if len(self._runs) > MAX_RUNS:
-            self._compact()
         streams: list[Iterator[_Item]] = [_read(path) for path in self._runs]
         streams.append(iter(self._memory))
         for _, _, _, value, account in heapq.merge(*streams):
@@ -120,9 +116,7 @@ class EventOrder:
 
     def _compact(self) -> None:
         old = self._runs
-        merged = heapq.merge(*(_read(path) for path in old))
-        self._runs = []
-        path = _write(self._path(), merged)
+        path = _write(self._path(), heapq.merge(*(_read(path) for path in old)))
         for p in old:
             os.unlink(p)
         self._runs = [path]
@@ -131,10 +125,9 @@ class EventOrder:
 def _write(path: str, items: Iterable[_Item]) -> str:
     with open(path, "wb", buffering=1 << 20) as out:
         for ts, part, n, value, account in items:
-            acct = account.encode() if account is not None else b""
-            out.write(
-                _HEAD.pack(ts, part, n, len(value), len(acct) + 1 if account is not None else 0)
-            )
+            acct = b"" if account is None else account.encode()
+            alen = 0 if account is None else len(acct) + 1
+            out.write(_HEAD.pack(ts, part, n, len(value), alen))
             out.write(value)
             out.write(acct)
     return path

@@ -52,43 +52,6 @@ def _account(headers: Any) -> str | None:
     return None
 
 
-async def read_partitions(
-    broker_url: str,
-    topic: str,
-    start: float | None = None,
-    end: float | None = None,
-    *,
-    budget: int = DEFAULT_BUDGET,
-) -> EventOrder:
-    """Every record of ``topic`` with ``start <= event time < end``, kept in an
-    ``EventOrder`` (in memory up to ``budget`` bytes, the rest in run files)."""
-    consumer = consumer_for(broker_url, "emd-replay")
-    await consumer.start()
-    try:
-        tps = await partitions(consumer, topic)
-        if not tps:
-            raise LookupError(f"topic {topic!r} does not exist on {broker_url}")
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        order = EventOrder((tp.partition for tp in tps), budget=budget)
-
-        def keep(r: Any) -> None:
-            if r.value is None:
-                return
-            ts = event_time(r.value, r.timestamp / 1000.0)
-            if (start is None or ts >= start) and (end is None or ts < end):
-                order.add(r.partition, ts, r.value, _account(r.headers))
-
-        try:
-            await read_to_end(consumer, tps, keep, fetch_ms=500)
-        except BaseException:
-            order.close()
-            raise
-        return order
-    finally:
-        await consumer.stop()
-
-
 def topic_items(
     broker_url: str,
     topic: str,
@@ -97,7 +60,36 @@ def topic_items(
     *,
     budget: int = DEFAULT_BUDGET,
 ) -> EventOrder:
-    """Every message of ``topic`` as (raw value, account header) when iterated, in
-    event-time order, restricted to ``start <= event time < end``. ``close()`` it (or use
-    it as a context manager) to remove what it spilled to disk."""
-    return asyncio.run(read_partitions(broker_url, topic, start, end, budget=budget))
+    """Every message of ``topic`` with ``start <= event time < end``, as (raw value,
+    account header) when iterated, in event-time order (in memory up to ``budget`` bytes,
+    the rest in run files). ``close()`` it (or use it as a context manager) to remove what
+    it spilled to disk."""
+
+    async def read() -> EventOrder:
+        consumer = consumer_for(broker_url, "emd-replay")
+        await consumer.start()
+        try:
+            tps = await partitions(consumer, topic)
+            if not tps:
+                raise LookupError(f"topic {topic!r} does not exist on {broker_url}")
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            order = EventOrder((tp.partition for tp in tps), budget=budget)
+
+            def keep(r: Any) -> None:
+                if r.value is None:
+                    return
+                ts = event_time(r.value, r.timestamp / 1000.0)
+                if (start is None or ts >= start) and (end is None or ts < end):
+                    order.add(r.partition, ts, r.value, _account(r.headers))
+
+            try:
+                await read_to_end(consumer, tps, keep, fetch_ms=500)
+            except BaseException:
+                order.close()
+                raise
+            return order
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(read())

@@ -3,8 +3,8 @@
 Reads person-events (``account \\x1f person``): ``ev`` (an event), ``merge`` (hand your
 state to ``into``), ``state`` (a merged person's state arriving), ``dlv`` (Emarsys
 outcomes from the sink, one record per person and sink batch), ``pk`` (a primary-key
-index entry), ``unlink`` (a deleted user's anonymousId: forget its link). Writes a record only when it changed, sends Emarsys effects keyed by
-contact, and fires what is due on the wall clock when the agent layer calls
+index entry), ``unlink`` (a deleted user's anonymousId: forget its link). Writes a
+record only when it changed, sends Emarsys effects keyed by contact, and fires what is due on the wall clock when the agent layer calls
 ``fire_due`` (no tick records: the batch path writes tables outside stream iteration).
 
 Every input goes through the person's lateness window (``app.timeline``), so a merge
@@ -462,11 +462,9 @@ class PersonStage:
         batch.persons.delete(key)
         batch.deliveries.delete(key)
         self.recent.forget(key)
-        if record is not None and "fwd" not in record and person.startswith("u:"):
-            user = person[2:]
-            for anon in forgotten_links(record):
-                body = {"k": "unlink", "a": account.name, "p": anon, "user": user}
-                batch.out.append(Output.of(PERSON, keys.key(account.name, anon), body))
+        for anon in forgotten_links(person, record):
+            body = {"k": "unlink", "a": account.name, "p": anon, "user": person[2:]}
+            batch.out.append(Output.of(PERSON, keys.key(account.name, anon), body))
 
     def _unlink(self, batch: _Batch, account: Account, msg: dict[str, Any]) -> None:
         """A deleted user's anonymousId (this partition holds its link and the visitor's
