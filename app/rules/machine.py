@@ -9,10 +9,12 @@ State (JSON-serialisable, stored per person)::
     {"v": 7,                               # bumped on every change
      "r": {RULE_NAME: {"i": [INSTANCE, ...],   # active instances, oldest first
                        "d": [ID, ...]}}}       # ids of the last 8 ended instances
-    INSTANCE = {"id": "16 hex", "f": "rule fingerprint", "p": position, "s": start time,
-                "a": time the position was reached, "m": [last 4 message ids that moved it],
-                "t": transaction value (absent without one), "x": {variable: value} (absent
-                when empty)}
+    INSTANCE = {"id": "20 hex (16: older)", "f": "rule fingerprint", "p": position,
+                "s": start time, "a": time the position was reached,
+                "m": [last 4 message ids that moved it, the start's first],
+                "o": the start's message id, once "m" no longer has it (absent before),
+                "t": transaction value (absent without one),
+                "x": {variable: value} (absent when empty)}
 
 - **Change detection**: ``on_event``/``on_clock`` change ``state`` iff they change
   ``state["v"]`` (every effect changes it; so does silently re-fingerprinting instances
@@ -42,13 +44,23 @@ State (JSON-serialisable, stored per person)::
 - **Starts**: one event opens at most one instance per rule. With ``multiple_active``
   false, an instance active (for that transaction) when the event arrives blocks the
   start, even if this same event ends that instance. The instance id is a hash of the
-  rule, the start message id and the transaction value, so a redelivered start (while the
-  instance runs, or one of the last 8 ended) opens nothing, and one event matching several
-  start conditions of a rule opens one instance.
+  start message id and the transaction value (20 hex characters), so a redelivered start
+  (while the instance runs, or one of the last 8 ended) opens nothing, and one event
+  matching several start conditions of a rule opens one instance. Ids are unique per rule
+  (each rule has its own lists, and ``trigger_id`` hashes the rule too), so one hash
+  serves every rule an event starts. Instances started before this form have 16 hex
+  characters, a hash of the rule as well (``_legacy_instance_id``): while a rule's lists
+  hold one, a start checks that form too, so a start redelivered across the upgrade still
+  opens nothing; running instances keep their ids, and every instance its trigger_ids
+  (below).
 - **Variables**: the instance keeps the latest value of each exit variable from the events
   that opened or moved it (start, steps, the matching exit event); at the trigger, a
   variable takes that value, else the ``user`` value; a variable with neither is left out.
-- **trigger_id**: sha1 hex of ``salt, rule, instance id, exit sequence``.
+- **trigger_id**: sha1 hex of ``salt, rule, trigger key, exit sequence``, where the
+  trigger key is the id form before the per-event one (``_legacy_instance_id`` of the
+  rule, the start's message id and the transaction value): an instance of the older form
+  is its own key. So the same start gives the same trigger_id in every release, and a
+  ``replay --apply`` over history an older release sent is still deduped by Emarsys.
 - **Exit actions**: ``triggered`` carries the exit's ``trigger`` and its contact-list
   actions (``add_to_list``, ``remove_from_list``); any of them may be None. The fingerprint
   leaves the list actions out while unset, so a rule without them keeps the fingerprint
@@ -165,8 +177,6 @@ class _Rule:
     timer: dict[int, _Cond]  # position p -> the earliest exit without match at p + 1
     window: dict[int, float]  # position p -> within-expiry offset
     var_names: tuple[str, ...]
-    #: ``rule \x1f`` as UTF-8: the start of what an instance id hashes
-    id_prefix: bytes
     #: position p -> the earlier of the timer's wait and the within offset: an instance
     #: at p reached at ``a`` has nothing due before ``a + soonest[p]`` (nor before its
     #: lifetime ends), which ``_fire`` checks before building any deadline
@@ -206,9 +216,56 @@ def _txn_key(value: Any) -> str | None:
 _tuple_new = tuple.__new__
 
 
-def _instance_id(rule: str, message_id: str, txn: str | None) -> str:
+#: length of an instance id (``_instance_id``); ``LEGACY_ID_LENGTH``: the form before it
+ID_LENGTH = 20
+LEGACY_ID_LENGTH = 16
+
+
+def _instance_id(message_id: str, txn: str | None) -> str:
+    """The id of the instances one start event opens: the same for every rule it starts."""
+    text = f"{message_id}\x1f{txn or ''}"
+    return hashlib.sha1(text.encode()).hexdigest()[:ID_LENGTH]
+
+
+def _legacy_instance_id(rule: str, message_id: str, txn: str | None) -> str:
+    """The id form of instances started before ``_instance_id`` (it hashed the rule too)."""
     text = f"{rule}\x1f{message_id}\x1f{txn or ''}"
-    return hashlib.sha1(text.encode()).hexdigest()[:16]
+    return hashlib.sha1(text.encode()).hexdigest()[:LEGACY_ID_LENGTH]
+
+
+def _trigger_key(rule: str, inst: Instance) -> str:
+    """What an instance's trigger_ids hash: the older id form, whichever form it has."""
+    iid: str = inst["id"]
+    if len(iid) == LEGACY_ID_LENGTH:
+        return iid
+    start = inst.get("o") or inst["m"][0]
+    return _legacy_instance_id(rule, start, inst.get("t"))
+
+
+def _opened(entry: dict[str, Any], iid: str, rule: str, message_id: str, txn: str | None) -> bool:
+    """Whether the start ``iid`` already opened an instance of this rule entry (active or
+    one of the last ended): a redelivered start. Checks the legacy form while the entry
+    holds one."""
+    done: list[str] = entry["d"]
+    insts: list[Instance] = entry["i"]
+    if iid in done:
+        return True
+    legacy = False
+    for inst in insts:
+        other = inst["id"]
+        if other == iid:
+            return True
+        if len(other) == LEGACY_ID_LENGTH:
+            legacy = True
+    if not legacy:
+        for other in done:
+            if len(other) == LEGACY_ID_LENGTH:
+                legacy = True
+                break
+    if not legacy:
+        return False
+    old = _legacy_instance_id(rule, message_id, txn)
+    return old in done or any(i["id"] == old for i in insts)
 
 
 def _event_name(ev: EventInput) -> str | None:
@@ -270,7 +327,6 @@ class RuleSet:
             timer={},
             window={},
             var_names=(),
-            id_prefix=f"{cfg.name}\x1f".encode(),
             soonest={},
             start_due=math.inf,
         )
@@ -359,7 +415,8 @@ class RuleSet:
                     self._remove(entry, ended)
             fire_again = any(e.kind == "advanced" for e in effects[before:])
         message_id = ev.message_id
-        id_middle: bytes | None = None
+        #: the event's instance id per transaction value (one hash for every rule)
+        ids: dict[str | None, str] = {}
         seen: list[str] | None = None
         message, user = ev.message, ev.user
         evaluations = 0
@@ -375,15 +432,11 @@ class RuleSet:
                     continue
             if blocked and (rname, txn) in blocked:
                 continue
-            if id_middle is None:
-                id_middle = f"{message_id}\x1f".encode()
-            # _instance_id, with the rule's and the message's bytes encoded once
-            raw_id = (
-                rule.id_prefix + id_middle + txn.encode() if txn else rule.id_prefix + id_middle
-            )
-            iid = hashlib.sha1(raw_id).hexdigest()[:16]
+            iid = ids.get(txn)
+            if iid is None:
+                iid = ids[txn] = _instance_id(message_id, txn)
             entry = rules_state.get(rname)
-            if entry is not None and (iid in entry["d"] or any(i["id"] == iid for i in entry["i"])):
+            if entry is not None and _opened(entry, iid, rname, message_id, txn):
                 continue
             test = cond.test
             if test is not None:
@@ -558,7 +611,10 @@ class RuleSet:
                 return True
             inst["p"] = cond.seq
             inst["a"] = t
-            inst["m"] = [*inst["m"], ev.message_id][-MAX_SEEN:]
+            moved: list[str] = inst["m"]
+            if len(moved) >= MAX_SEEN and "o" not in inst:
+                inst["o"] = moved[0]  # the start's, kept for the trigger key
+            inst["m"] = [*moved, ev.message_id][-MAX_SEEN:]
             effects.append(self._effect("advanced", rule, inst, t))
             return False
         return False
@@ -750,16 +806,17 @@ class RuleSet:
             at,
             position=cond.seq,
             trigger=cond.trigger,
-            trigger_id=self.trigger_id(rule.name, inst["id"], cond.seq),
+            trigger_id=self.trigger_id(rule.name, _trigger_key(rule.name, inst), cond.seq),
             variables=variables,
             transaction=inst.get("t"),
             add_to_list=cond.add_to_list,
             remove_from_list=cond.remove_from_list,
         )
 
-    def trigger_id(self, rule: str, instance_id: str, exit_seq: int) -> str:
-        """The deterministic id Emarsys deduplicates a trigger on (40 hex chars)."""
-        text = f"{self.salt}\x1f{rule}\x1f{instance_id}\x1f{exit_seq}"
+    def trigger_id(self, rule: str, key: str, exit_seq: int) -> str:
+        """The deterministic id Emarsys deduplicates a trigger on (40 hex chars), of an
+        instance's trigger key (``_trigger_key``)."""
+        text = f"{self.salt}\x1f{rule}\x1f{key}\x1f{exit_seq}"
         return hashlib.sha1(text.encode()).hexdigest()
 
 

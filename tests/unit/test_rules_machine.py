@@ -787,16 +787,40 @@ def test_an_exit_with_a_trigger_and_a_list_carries_both() -> None:
     assert fired.variables == {"coupon": "K"}
 
 
+def _older_release_state(cart: str = "A") -> dict[str, Any]:
+    """The Coupon rule's state as the releases before the per-event instance id wrote it:
+    an instance of ``msg-1`` (cart ``cart``) started at 10:00, its id the older form."""
+    return {
+        "v": 1,
+        "r": {
+            "Coupon": {
+                "i": [
+                    {
+                        "id": "57e6f813e274bf4d",
+                        "f": "1734773b",
+                        "p": 0,
+                        "s": t("10:00"),
+                        "a": t("10:00"),
+                        "m": ["msg-1"],
+                        "t": cart,
+                    }
+                ],
+                "d": [],
+            }
+        },
+    }
+
+
 def test_ids_of_rules_without_list_actions_are_those_before_list_actions_existed() -> None:
     """Emarsys dedupes triggers on trigger_id: an upgrade must not change it, nor the
     instance ids and fingerprints that running instances carry (values pinned from the
-    release before list actions)."""
-    from app.rules.machine import _fingerprint, _instance_id
+    release before list actions; its instance id form is ``_legacy_instance_id`` now)."""
+    from app.rules.machine import _fingerprint, _legacy_instance_id
 
     cfg = coupon_rule(transaction="cart_id")
     rs = RuleSet([cfg], DATA_MAPS, salt="acme")
     assert _fingerprint(cfg) == "1734773b"
-    assert _instance_id("Coupon", "msg-1", "A") == "57e6f813e274bf4d"
+    assert _legacy_instance_id("Coupon", "msg-1", "A") == "57e6f813e274bf4d"
     assert rs.trigger_id("Coupon", "57e6f813e274bf4d", 1) == (
         "7ce9160bae9a4195fdcfb840be4ee92ad9746b0c"
     )
@@ -805,6 +829,79 @@ def test_ids_of_rules_without_list_actions_are_those_before_list_actions_existed
     assert p.state["r"]["Coupon"]["i"][0]["f"] == "1734773b"
     [fired] = triggers(p.run([], t("12:00")))
     assert fired.trigger_id == "7ce9160bae9a4195fdcfb840be4ee92ad9746b0c"
+    running = Person(rs, state=_older_release_state())  # started by that release
+    [fired] = triggers(running.run([], t("12:00")))
+    assert (fired.instance_id, fired.trigger_id) == (
+        "57e6f813e274bf4d",
+        "7ce9160bae9a4195fdcfb840be4ee92ad9746b0c",
+    )
+
+
+def test_an_instance_id_is_the_start_event_s_and_the_same_for_every_rule() -> None:
+    """One hash per start event (and transaction value), pinned: every rule it starts
+    gets the same id, and each trigger_id still differs, since it hashes the rule."""
+    from app.rules.machine import _instance_id
+
+    assert _instance_id("msg-1", "A") == "ab6bf348f4c4360e5d04"
+    rs = RuleSet([coupon_rule(name="One"), coupon_rule(name="Two")], DATA_MAPS, salt="acme")
+    started = rs.on_event(new_state(), ev("Coupon Entered", t("10:00"), mid="msg-1"))
+    assert [e.kind for e in started] == ["started", "started"]
+    assert {e.instance_id for e in started} == {_instance_id("msg-1", None)}
+    p = Person(rs)
+    p.send(ev("Coupon Entered", t("10:00"), mid="msg-1"))
+    fired = triggers(p.run([], t("12:00")))
+    assert [e.rule for e in fired] == ["One", "Two"]
+    assert len({e.trigger_id for e in fired}) == 2
+
+
+def test_the_trigger_id_is_the_older_release_s_after_many_steps() -> None:
+    """An instance moved more often than its message ids are kept still triggers with the
+    trigger_id the older releases gave that start (of the rule, start message and
+    transaction): a replay --apply over history they sent is deduped by Emarsys."""
+    from app.rules.machine import _legacy_instance_id
+
+    steps = [
+        {"sequence": n, "type": "step", "on": "track", "match": f'ecom_event = "Step {n}"'}
+        for n in range(1, 7)
+    ]
+    cfg = rule(
+        name="Long",
+        lifetime="48h",
+        conditions=[
+            {"sequence": 0, "type": "start", "on": "track", "match": 'ecom_event = "Go"'},
+            *steps,
+            {"sequence": 7, "type": "exit", "wait": "1h", "trigger": 1},
+        ],
+    )
+    rs = RuleSet([cfg], DATA_MAPS, salt="acme")
+    p = Person(rs)
+    p.send(ev("Go", t("10:00"), mid="go-1"))
+    for n in range(1, 7):
+        p.send(ev(f"Step {n}", t(f"10:0{n}"), mid=f"step-{n}"))
+    [inst] = p.state["r"]["Long"]["i"]
+    assert "go-1" not in inst["m"] and inst["p"] == 6
+    [fired] = triggers(p.run([], t("12:00")))
+    assert fired.trigger_id == rs.trigger_id("Long", _legacy_instance_id("Long", "go-1", None), 7)
+
+
+@pytest.mark.parametrize("ended", [False, True])
+def test_a_start_redelivered_across_the_upgrade_opens_nothing(ended: bool) -> None:
+    """The older release opened an instance for msg-1 (still running, or ended since):
+    msg-1 read again after the upgrade, whose id form differs, opens no second one, so
+    the automation is not sent twice; another event still opens one. (With
+    ``multiple_active`` the running instance does not block the start: the id does.)"""
+    rs = RuleSet([coupon_rule(transaction="cart_id", multiple_active=True)], DATA_MAPS, salt="acme")
+    state = _older_release_state()
+    if ended:
+        entry = state["r"]["Coupon"]
+        entry["d"], entry["i"] = [entry["i"][0]["id"]], []
+    p = Person(rs, state=state)
+    again = p.send(ev("Coupon Entered", t("10:05"), mid="msg-1", cart_id="A"))
+    assert again == []
+    other_cart = p.send(ev("Coupon Entered", t("10:06"), mid="msg-1", cart_id="B"))
+    assert [e.kind for e in other_cart] == ["started"]
+    fired = triggers(p.run([], t("12:00")))
+    assert [e.transaction for e in fired] == (["B"] if ended else ["A", "B"])
 
 
 def test_adding_a_list_action_keeps_running_instances_and_their_trigger_id() -> None:
