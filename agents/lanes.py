@@ -2,8 +2,11 @@
 
 Every account has one lane per worker, fed by every emarsys-effects partition the worker
 owns (a partition interleaves accounts; a lane takes only its account's records). A lane
-sends batches to its account's Emarsys, one call at a time, while the other accounts'
-lanes keep sending theirs. Offsets may be committed only once every effect up to them is
+sends batches to its account's Emarsys, up to ``sink.calls_in_flight`` calls at a time
+(``Flight``), while the other accounts' lanes keep sending theirs. Calls in flight
+together never share a contact (a batch leaves out the contacts of the calls in flight;
+they wait, in order, for the next one), so each contact's effects still reach Emarsys
+one call after the other, in order. A batch from the parking topic goes alone. Offsets may be committed only once every effect up to them is
 accepted or dead-lettered, so a lane that cannot deliver must not keep its records: it
 **parks** them. Its account's effects go, in order, to the account's parking topic
 (``<app_id>-parked-<account>``, keyed like the effects, partition p for effects
@@ -109,10 +112,26 @@ class Item:
         self.queued = time.monotonic()
 
 
+class Flight:
+    """One call to Emarsys: its records, where they came from, the call's task, and
+    whether ``_block`` took them back to park them (the call cancelled)."""
+
+    __slots__ = ("call", "contacts", "items", "kind", "parked", "started")
+
+    def __init__(self, kind: str, items: list[Item]) -> None:
+        self.kind = kind
+        self.items = items
+        self.started = time.monotonic()
+        self.contacts = {item.key for item in items}
+        self.call: asyncio.Future[Any] | None = None
+        self.parked = False
+
+
 class LaneHost(Protocol):
     """What a lane needs from the sink."""
 
     def batch_size(self) -> int: ...
+    def calls_in_flight(self) -> int: ...
     def flush_interval(self) -> float: ...
     def park_after(self) -> float: ...
     def min_gap(self, account: str) -> float: ...
@@ -168,21 +187,20 @@ class AccountLane:
         self.blocked = False  # Emarsys failing or slow: records are parked, not queued
         self.blocked_since: float | None = None
         self.failing = False  # the last batch was given up (Emarsys unavailable)
-        self.inflight: list[Item] = []
-        self.inflight_kind: str | None = None
+        #: the calls in flight, oldest first (direct ones, or a single parked one)
+        self.flights: list[Flight] = []
         self.forward_queue: deque[Item] = deque()
         self.forwarding_now: list[Item] = []
         # Delivered batches whose outcomes are being sent (then their records are settled):
         # sent in order by one task while the next batch goes to Emarsys.
         self.reports: deque[tuple[Any, list[Item]]] = deque()
         self._report_task: asyncio.Task[None] | None = None
-        self._reported = asyncio.Event()
         self.last_call = 0.0
         self.stopped = False
         self._wakeup = asyncio.Event()
         self._forward_wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._inflight_task: asyncio.Future[Any] | None = None
+        self._flight_tasks: set[asyncio.Task[None]] = set()
         self._forward_task: asyncio.Task[None] | None = None
 
     @property
@@ -276,10 +294,16 @@ class AccountLane:
     async def _run(self) -> None:
         while not self.stopped:
             kind, items = await self._gather()
-            while len(self.reports) >= REPORTS_AHEAD:  # the broker is slow: wait for it
-                self._reported.clear()
-                await self._reported.wait()
-            await self._deliver(kind, items)
+            # From here to the call's start nothing awaits: a batch is always either
+            # queued or in flight, where ``_block`` finds it (a batch between the two
+            # would be sent directly after newer effects of its contacts were parked).
+            flight = Flight(kind, items)
+            self.flights.append(flight)
+            self.last_call = flight.started
+            flight.call = asyncio.ensure_future(self.host.deliver(self, items))
+            task = asyncio.ensure_future(self._deliver(flight))
+            self._flight_tasks.add(task)
+            task.add_done_callback(self._flight_tasks.discard)
 
     def _choose(self) -> str | None:
         if self.parked and (self.blocked or not self.direct):
@@ -290,41 +314,76 @@ class AccountLane:
             return None
         return "parked" if self.parked[0].since <= self.direct[0].since else "direct"
 
+    def _room(self, kind: str) -> set[bytes] | None:
+        """The contacts a new ``kind`` call must leave out (those in flight), or None when
+        no call may start now: the outcomes of ``REPORTS_AHEAD`` batches are still being
+        sent (the broker is slow), or a parked batch goes alone, or ``calls_in_flight``
+        direct ones are in flight."""
+        if len(self.reports) >= REPORTS_AHEAD:
+            return None
+        flights = self.flights
+        if not flights:
+            return set()
+        if kind == "parked" or flights[0].kind == "parked":
+            return None
+        if len(flights) >= max(1, self.host.calls_in_flight()):
+            return None
+        return {key for f in flights for key in f.contacts}
+
+    @staticmethod
+    def _take(queue: deque[Item], limit: int, busy: set[bytes]) -> list[Item]:
+        """Up to ``limit`` records from the head of ``queue`` whose contact is not
+        ``busy``; the others stay, in their order."""
+        if not busy:
+            return [queue.popleft() for _ in range(min(limit, len(queue)))]
+        taken: list[Item] = []
+        kept: list[Item] = []
+        while queue and len(taken) < limit:
+            item = queue.popleft()
+            (kept if item.key in busy else taken).append(item)
+        queue.extendleft(reversed(kept))
+        return taken
+
     async def _gather(self) -> tuple[str, list[Item]]:
         """The next batch: full, or its oldest record waited ``flush_interval``, or it waited
         ``LINGER`` and the account's previous call started at least ``min_gap`` ago (so a
-        quiet account's effects go at once and a busy one's in few, large calls)."""
+        quiet account's effects go at once and a busy one's in few, large calls); only
+        when a call may start (``_room``), of records whose contact is not in flight."""
         while True:
             self._check_age()
             kind = self._choose()
-            if kind is None:
+            busy = self._room(kind) if kind is not None else None
+            queue = self.parked if kind == "parked" else self.direct
+            if busy and not any(item.key not in busy for item in queue):
+                busy = None  # every record waits for a contact in flight
+            if kind is None or busy is None:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            queue = self.parked if kind == "parked" else self.direct
             limit = self.host.batch_size()
             now = time.monotonic()
             age = now - queue[0].queued
             gap = self.last_call + self.host.min_gap(self.account) - now
             flush = self.host.flush_interval()
             if len(queue) >= limit or age >= flush or (age >= LINGER and gap <= 0):
-                return kind, [queue.popleft() for _ in range(min(limit, len(queue)))]
+                return kind, self._take(queue, limit, busy)
             self._wakeup.clear()
             wait = max(0.005, min(flush - age, max(LINGER - age, gap)))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), wait)
 
-    async def _deliver(self, kind: str, items: list[Item]) -> None:
-        self.inflight, self.inflight_kind = items, kind
-        started = self.last_call = time.monotonic()
+    async def _deliver(self, flight: Flight) -> None:
+        items = flight.items
+        started = flight.started
         park_after = self.host.park_after()
-        task = self._inflight_task = asyncio.ensure_future(self.host.deliver(self, items))
+        task = flight.call
+        assert task is not None
         try:
             done, _ = await asyncio.wait({task}, timeout=park_after)
             if not done:
-                self._block()  # a direct batch is cancelled and parked first
+                self._block()  # the direct batches in flight are cancelled and parked first
             await asyncio.wait({task})
-            if self.inflight is not items:  # parked by _block: the parking topic has them
+            if flight.parked:  # parked by _block: the parking topic has them
                 if not task.cancelled() and task.exception() is not None:
                     log.debug("a cancelled delivery failed", exc_info=task.exception())
                 return
@@ -337,7 +396,9 @@ class AccountLane:
             self.host.drop(items)
             return
         finally:
-            self.inflight, self.inflight_kind, self._inflight_task = [], None, None
+            if flight in self.flights:  # stop() lets go of them all
+                self.flights.remove(flight)
+            self._wakeup.set()  # its contacts, or the room it took, are free again
         self.failing = unavailable
         # Emarsys answered: the lane is healthy again if it answered in time, or if there
         # is nothing else to send (the next records go directly; a slow answer parks them
@@ -367,12 +428,12 @@ class AccountLane:
                 log.exception("account %s: sending outcomes failed", self.account)
                 self.reports.popleft()
                 self.host.drop(items)
-                self._reported.set()
+                self._wakeup.set()
                 continue
             self.reports.popleft()
             for item in items:
                 item.span.settle()
-            self._reported.set()
+            self._wakeup.set()  # a call waiting for the broker may start
             self._check_unparks()
 
     # ------------------------------------------------------------------ parking
@@ -401,11 +462,17 @@ class AccountLane:
         if not self.can_park:
             return
         moved: list[Item] = []
-        task = self._inflight_task
-        if self.inflight_kind == "direct" and task is not None and not task.done():
-            task.cancel()  # it may have reached Emarsys: effects are idempotent
-            moved += self.inflight
-            self.inflight, self.inflight_kind = [], None
+        for flight in self.flights:
+            call = flight.call
+            if (
+                flight.kind == "direct"
+                and not flight.parked
+                and call is not None
+                and not call.done()
+            ):
+                call.cancel()  # it may have reached Emarsys: effects are idempotent
+                flight.parked = True
+                moved += flight.items
         moved += self.direct
         self.direct.clear()
         for st in self.parts.values():
@@ -529,12 +596,17 @@ class AccountLane:
         self.stopped = True
         for task in (
             self._task,
+            *self._flight_tasks,
             self._report_task,
             *(st.unparking for st in self.parts.values()),
             *(st.probing for st in self.parts.values()),
         ):
             if task is not None:
                 task.cancel()
+        for flight in self.flights:  # a flight whose task never ran has its call running
+            if flight.call is not None:
+                flight.call.cancel()
+        self.flights = []
         if self._forward_task is not None and not self.forwarding_now:
             self._forward_task.cancel()
         self._forward_wakeup.set()
@@ -562,7 +634,7 @@ class AccountLane:
             sum(len(items) for _, items in self.reports)
             + len(self.direct)
             + len(self.parked)
-            + len(self.inflight)
+            + sum(len(f.items) for f in self.flights if not f.parked)
             + len(self.forward_queue)
             + len(self.forwarding_now)
             + holding
@@ -580,7 +652,7 @@ class AccountLane:
     def backlog(self) -> int:
         """Effects not delivered yet: in memory, on their way to parking, parked (the
         parked ones read into memory are counted by ``parked_backlog``)."""
-        direct = len(self.inflight) if self.inflight_kind == "direct" else 0
+        direct = sum(len(f.items) for f in self.flights if f.kind == "direct" and not f.parked)
         return (
             direct
             + len(self.direct)
@@ -591,7 +663,7 @@ class AccountLane:
         )
 
     def oldest_since(self) -> float | None:
-        heads: list[float] = [i.since for i in self.inflight]
+        heads: list[float] = [i.since for f in self.flights if not f.parked for i in f.items]
         for queue in (self.direct, self.parked, self.forward_queue):
             if queue:
                 heads.append(queue[0].since)

@@ -97,6 +97,7 @@ class Sink:
         retries: RetryTracker,
         park_after: Callable[[], float],
         broker_url: Callable[[], str] | None = None,
+        calls_in_flight: Callable[[], int] = lambda: 1,
     ) -> None:
         self.runtime = runtime
         self.clients = clients
@@ -105,6 +106,8 @@ class Sink:
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self.park_after = park_after
+        #: calls to one account's Emarsys at a time, never two with the same contact
+        self.calls_in_flight = calls_in_flight
         self.effects_topic = effects_topic
         self.parking_topics = dict(parking_topics)  # account -> topic
         self._parked_accounts = {t: a for a, t in self.parking_topics.items()}

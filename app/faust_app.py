@@ -203,6 +203,7 @@ class Worker:
             partitioner=self.partitioner,
             retries=self.retries,
             park_after=lambda: runtime.config.sink.park_after,
+            calls_in_flight=lambda: runtime.config.sink.calls_in_flight,
             broker_url=lambda: runtime.broker_url,
         )
         self.pipeline = Pipeline(

@@ -219,6 +219,10 @@ class SinkConfig(_Strict):
     #: An account whose call has been in flight this long (retrying 5xx or 429, a slow
     #: Emarsys) has its effects parked in its parking topic (``agents.lanes``).
     park_after: Duration = Field(default=10.0, gt=0)
+    #: Calls to one account's Emarsys a worker keeps in flight at once, each with other
+    #: contacts than the rest (``agents.lanes``); the account's ``requests_per_minute``
+    #: still spaces them. 1 sends one batch after the other.
+    calls_in_flight: int = Field(default=2, ge=1, le=16)
 
 
 class Config(_Strict):

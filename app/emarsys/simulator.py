@@ -646,6 +646,7 @@ class Simulator:
             {
                 "index": len(self.calls),
                 "time": started,
+                "ended": self.clock(),
                 "method": request.method,
                 "path": path,
                 "query": request.query_string,

@@ -244,3 +244,41 @@ def test_a_slow_accounts_emarsys_delays_only_that_account(stack, sim):
     drained(stack, sim, alpha, 0)
     assert set(beta.fired(sim).values()) == {1}
     assert sink_dead_letters(stack) == []
+
+
+def overlapping(calls: list[dict[str, Any]]) -> list[tuple[int, int]]:
+    """Pairs of calls (their indexes) that were in flight at the same time."""
+    return [
+        (a["index"], b["index"])
+        for n, a in enumerate(calls)
+        for b in calls[n + 1 :]
+        if max(a["time"], b["time"]) < min(a["ended"], b["ended"])
+    ]
+
+
+def test_a_slow_emarsys_gets_two_calls_at_once_each_contact_in_order(stack, sim):
+    """``sink.calls_in_flight`` (2 by default): while alpha's Emarsys takes 0.4 s a call,
+    its worker has two contact updates in flight at once (each with other contacts), so
+    a slow Emarsys is not one call after the other; every contact still ends with its
+    last value, and every automation fires once."""
+    crowds = [Crowd("alpha", 100) for _ in range(4)]
+    sim.post("/_sim/faults", {"credential": "alpha-client", "latency": 0.4})
+    since = sim.get("/_sim/calls")["next"]
+    for crowd in crowds:  # new people while the call for the ones before is in flight
+        for j in range(3):
+            crowd.send(stack, j, coupon=j == 2)
+        time.sleep(0.2)
+    for crowd in crowds:
+        arrive_all(sim, crowd, 2, 120, "alpha's last round while its Emarsys is slow")
+        wait_for(lambda c=crowd: len(c.fired(sim)) == c.n, timeout=60, what="automations")
+    upserts = [
+        c
+        for c in sim.get(f"/_sim/calls?since={since}")["calls"]
+        if c["credential"] == "oauth:alpha-client" and c["method"] == "PUT" and c["contacts"]
+    ]
+    assert overlapping(upserts), f"one call at a time: {[(c['time'], c['ended']) for c in upserts]}"
+    time.sleep(2)  # anything sent twice or late would arrive now
+    for crowd in crowds:
+        assert crowd.arrived(sim, 2) == crowd.n  # no older value came after the last one
+        assert set(crowd.fired(sim).values()) == {1}
+    assert sink_dead_letters(stack) == []

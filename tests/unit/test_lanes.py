@@ -60,10 +60,17 @@ class Host:
         self.spans: set[Span] = set()
         self.probes: list[int] = []  # partitions whose parking partition was asked about
         self.probe_fails = False
+        self.calls = 3  # calls in flight at once
+        self.calling: list[set[str]] = []  # the contacts of each call in flight
+        self.most_calls = 0  # the most calls in flight at once
+        self.shared: list[set[str]] = []  # contacts that were in two calls at once
 
     # -- LaneHost
     def batch_size(self) -> int:
         return 20
+
+    def calls_in_flight(self) -> int:
+        return self.calls
 
     def flush_interval(self) -> float:
         return 0.02
@@ -75,15 +82,24 @@ class Host:
         return 0.005
 
     async def deliver(self, lane: AccountLane, items: list[Item]) -> tuple[bool, Any]:
-        while time.monotonic() < self.down_until:  # the client retrying a 503
-            await asyncio.sleep(0.005)
-        if self.slow:
-            await asyncio.sleep(self.slow)
-        await asyncio.sleep(self.rng.uniform(0, 0.004))
-        for item in items:  # accepted at once, in order (no await from here on)
-            e = json.loads(item.value)
-            self.accepted.append((e["contact"], e["seq"]))
-        return False, []
+        contacts = {json.loads(item.value)["contact"] for item in items}
+        for other in self.calling:
+            if contacts & other:
+                self.shared.append(contacts & other)
+        self.calling.append(contacts)
+        self.most_calls = max(self.most_calls, len(self.calling))
+        try:
+            while time.monotonic() < self.down_until:  # the client retrying a 503
+                await asyncio.sleep(0.005)
+            if self.slow:
+                await asyncio.sleep(self.slow)
+            await asyncio.sleep(self.rng.uniform(0, 0.004))
+            for item in items:  # accepted at once, in order (no await from here on)
+                e = json.loads(item.value)
+                self.accepted.append((e["contact"], e["seq"]))
+            return False, []
+        finally:
+            self.calling.remove(contacts)
 
     async def report(self, outputs: Any) -> None:
         await asyncio.sleep(self.rng.uniform(0, 0.003))
@@ -288,6 +304,24 @@ async def test_every_contact_ends_with_its_last_value_and_never_goes_back(seed):
         seen[contact] = seq
     # every effect reached Emarsys at least once
     assert {s for _, s in run.host.accepted} == set(range(run.produced))
+    # calls at once (as many as traffic and timing allow), never two with one contact
+    assert run.host.shared == []
+    assert run.host.most_calls <= run.host.calls
+
+
+@pytest.mark.parametrize("calls", [1, 2, 3])
+async def test_a_slow_emarsys_gets_calls_in_flight_calls_at_once(calls: int) -> None:
+    """Emarsys answering slowly (but within park_after): the lane keeps ``calls`` calls
+    in flight, each with other contacts, and every contact still gets its effects in
+    order and ends with its last value."""
+    run = Run(11, rebalance=False)
+    run.host.calls = calls
+    run.host.slow = 0.04
+    lane, pos = run.new_lane()
+    await fed(run, lane, pos, 300)
+    assert latest(run.host.accepted) == run.last
+    assert in_order_per_contact(run.host.accepted)
+    assert (run.host.shared, run.host.most_calls) == ([], calls)
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -659,6 +659,7 @@ async def test_sim_calls_stats_and_reset(api: Api) -> None:
     assert first == {
         "index": 1,
         "time": T0,
+        "ended": T0,
         "method": "PUT",
         "path": "/api/v3/contact/",
         "query": "create_if_not_exists=1",
