@@ -415,6 +415,9 @@ class RuleSet:
                     self._remove(entry, ended)
             fire_again = any(e.kind == "advanced" for e in effects[before:])
         message_id = ev.message_id
+        #: the event's time as the object it is: compiled, a ``float`` variable is a C
+        #: double, boxed anew for each dict or tuple it goes into (three per start)
+        at: object = ev.event_time
         #: the event's instance id per transaction value (one hash for every rule)
         ids: dict[str | None, str] = {}
         seen: list[str] | None = None
@@ -450,8 +453,8 @@ class RuleSet:
                 "id": iid,
                 "f": rule.fingerprint,
                 "p": 0,
-                "s": t,
-                "a": t,
+                "s": at,
+                "a": at,
                 "m": seen,
             }
             if txn is not None:
@@ -470,7 +473,7 @@ class RuleSet:
                 entry["i"].append(inst)
             effects.append(
                 _tuple_new(
-                    Effect, ("started", rname, iid, t, 0, None, None, None, None, txn, None, None)
+                    Effect, ("started", rname, iid, at, 0, None, None, None, None, txn, None, None)
                 )
             )
             if t + rule.start_due <= t:  # due at once: no lifetime, wait or within
