@@ -2,6 +2,7 @@
 Emarsys while another account's Emarsys is down.
 
     python -m bench.latency [--seconds 60] [--rate 1000] [--down-rate 100] [--warmup 10]
+                            [--healthy-latency 0] [--calls-in-flight N]
 
 One embedded broker, the Emarsys simulator as a process with two API users, and one
 worker (8 partitions, the production sink settings) with two accounts: ``healthy`` and
@@ -12,6 +13,9 @@ second for ``healthy`` and ``--down-rate`` for ``down``, for ``--seconds`` after
 the simulator's log of accepted contact rows (``/_sim/accepted``) tells when Emarsys
 acknowledged each one. Latency = Emarsys acknowledged minus ingest acknowledged (the
 HTTP 200 of the event's batch), both on this machine's clock; the warm-up is left out.
+``--healthy-latency`` makes the healthy account's Emarsys take that long a call (a slow
+Emarsys that still answers), ``--calls-in-flight`` sets ``sink.calls_in_flight`` (the
+production default otherwise): together they show what calls in flight buy.
 
 Prints p50/p90/p99/max and what the down account left in its parking topic, and writes
 ``.bench/latency.json``. Nothing is asserted: figures vary with the machine's load.
@@ -149,7 +153,14 @@ def effects_written(stack: Any, read_topic: Any) -> dict[str, float]:
     return out
 
 
-def run(seconds: float, rate: float, down_rate: float, warmup: float) -> dict[str, Any]:
+def run(
+    seconds: float,
+    rate: float,
+    down_rate: float,
+    warmup: float,
+    healthy_latency: float = 0.0,
+    calls_in_flight: int | None = None,
+) -> dict[str, Any]:
     from tests.integration.stack import Simulator, Stack, account_config, admin, http, read_topic
 
     logs = OUT_DIR / "latency-logs"
@@ -163,6 +174,8 @@ def run(seconds: float, rate: float, down_rate: float, warmup: float) -> dict[st
         "offered_events_per_s": {"healthy": rate, "down": down_rate},
         "seconds": seconds,
         "warmup_seconds": warmup,
+        "healthy_emarsys_latency_seconds": healthy_latency,
+        "calls_in_flight": calls_in_flight,
     }
     try:
         broker.start()
@@ -170,6 +183,10 @@ def run(seconds: float, rate: float, down_rate: float, warmup: float) -> dict[st
         sim = Simulator(logs, *users)
         cleanup.append(lambda: stop_process(sim.proc))
         sim.post("/_sim/faults", {"credential": API_USERS["down"][0], "outage_seconds": 86400})
+        if healthy_latency:
+            sim.post(
+                "/_sim/faults", {"credential": API_USERS["healthy"][0], "latency": healthy_latency}
+            )
         data_maps = [
             {"name": "email", "path": "context.traits.email", "type": "string", "field": 3},
             {"name": "first_name", "path": "traits.firstName", "type": "string", "field": 1},
@@ -184,7 +201,8 @@ def run(seconds: float, rate: float, down_rate: float, warmup: float) -> dict[st
             for name, (cid, secret) in API_USERS.items()
         }
         # The production sink settings (batch_size 1000, flush_interval 1s, park_after 10s).
-        stack = Stack(broker.url, logs, accounts, partitions=PARTITIONS, extra={"sink": {}})
+        sink = {} if calls_in_flight is None else {"calls_in_flight": calls_in_flight}
+        stack = Stack(broker.url, logs, accounts, partitions=PARTITIONS, extra={"sink": sink})
         cleanup.append(stack.stop)
         worker = stack.start_worker(datadir=str(logs / "data"))
         stack.wait_assigned()
@@ -211,7 +229,9 @@ def run(seconds: float, rate: float, down_rate: float, warmup: float) -> dict[st
         # (the identity and person stages) -> Emarsys acknowledged (the sink).
         written = effects_written(stack, read_topic)
         stages = sorted(written[n] - healthy.acked[n] for n in expected if n in written)
-        sink = sorted(accepted[n] - written[n] for n in expected if n in written and n in accepted)
+        to_emarsys = sorted(
+            accepted[n] - written[n] for n in expected if n in written and n in accepted
+        )
         missing = sorted(n for n in expected if n not in accepted)
         result["missing_examples"] = missing[:5]
         result["missing_in_effects"] = sum(1 for n in missing if n in written)
@@ -223,8 +243,8 @@ def run(seconds: float, rate: float, down_rate: float, warmup: float) -> dict[st
         result["split_seconds"] = {
             "ingest_to_effect_p50": round(quantile(stages, 0.5), 3),
             "ingest_to_effect_p99": round(quantile(stages, 0.99), 3),
-            "effect_to_emarsys_p50": round(quantile(sink, 0.5), 3),
-            "effect_to_emarsys_p99": round(quantile(sink, 0.99), 3),
+            "effect_to_emarsys_p50": round(quantile(to_emarsys, 0.5), 3),
+            "effect_to_emarsys_p99": round(quantile(to_emarsys, 0.99), 3),
         }
         # Latency by 10 s of the run (does it drift as the load goes on?).
         start = min(healthy.acked[n] for n in expected) if expected else 0.0
@@ -299,8 +319,13 @@ def _rss(pid: int, field: str) -> float | None:
 def render(r: dict[str, Any]) -> str:
     h, d, lat = r["healthy"], r["down"], r["healthy"]["latency_seconds"]
     rates = r["offered_events_per_s"]
+    slow = r.get("healthy_emarsys_latency_seconds") or 0
+    calls = r.get("calls_in_flight")
     lines = [
-        f"offered load: {rates['healthy']:.0f} events/s for 'healthy', "
+        f"offered load: {rates['healthy']:.0f} events/s for 'healthy'"
+        + (f" (its Emarsys takes {slow:g} s a call)" if slow else "")
+        + (f", sink.calls_in_flight {calls}" if calls is not None else "")
+        + ", "
         f"{rates['down']:.0f} events/s for 'down' (its Emarsys answers 503), "
         f"{r['seconds']:.0f} s measured after {r['warmup_seconds']:.0f} s warm-up",
         "ingest acknowledged -> Emarsys acknowledged, healthy account:",
@@ -329,9 +354,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=1000.0, help="healthy events/s")
     parser.add_argument("--down-rate", type=float, default=100.0, help="down account events/s")
     parser.add_argument("--warmup", type=float, default=10.0)
+    parser.add_argument(
+        "--healthy-latency", type=float, default=0.0, help="seconds a healthy Emarsys call takes"
+    )
+    parser.add_argument("--calls-in-flight", type=int, default=None, help="sink.calls_in_flight")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    result = run(args.seconds, args.rate, args.down_rate, args.warmup)
+    result = run(
+        args.seconds,
+        args.rate,
+        args.down_rate,
+        args.warmup,
+        args.healthy_latency,
+        args.calls_in_flight,
+    )
     OUT_DIR.mkdir(exist_ok=True)
     (OUT_DIR / "latency.json").write_text(json.dumps(result, indent=2))
     print(render(result))
