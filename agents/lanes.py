@@ -6,9 +6,11 @@ sends batches to its account's Emarsys, up to ``sink.calls_in_flight`` calls at 
 (``Flight``), while the other accounts' lanes keep sending theirs. Calls in flight
 together never share a contact (a batch leaves out the contacts of the calls in flight;
 they wait, in order, for the next one), so each contact's effects still reach Emarsys
-one call after the other, in order. A batch from the parking topic goes alone. Offsets may be committed only once every effect up to them is
-accepted or dead-lettered, so a lane that cannot deliver must not keep its records: it
-**parks** them. Its account's effects go, in order, to the account's parking topic
+one call after the other, in order. A batch from the parking topic goes alone.
+
+Offsets may be committed only once every effect up to them is accepted or
+dead-lettered, so a lane that cannot deliver must not keep its records: it **parks**
+them. Its account's effects go, in order, to the account's parking topic
 (``<app_id>-parked-<account>``, keyed like the effects, partition p for effects
 partition p); once the broker has them they count as done, and the effects partition's
 offsets move on. The lane then delivers from the parking topic (the worker that owns
@@ -20,9 +22,10 @@ Per (effects partition p, account) the lane is in one of four states:
 - ``direct``: the account's records of p go into the lane and are delivered.
 - ``parked``: they are forwarded to parking partition p. A lane parks when a call has
   been in flight for ``sink.park_after`` (5xx or 429 retries, timeouts, a slow Emarsys)
-  or its oldest waiting effect has waited that long: the batch in flight is cancelled and
-  parked first, then the queued effects, then whatever arrives (the cancelled call may
-  have reached Emarsys: effects are idempotent and trigger_ids dedupe).
+  or its oldest waiting effect has waited that long: the batches in flight are cancelled
+  and parked first (oldest first), then the queued effects, then whatever arrives (a
+  cancelled call may have reached Emarsys: effects are idempotent and trigger_ids
+  dedupe).
 - ``probing``: right after an assignment, until the broker has said whether the parking
   partition holds a backlog (below); new records wait in memory.
 - ``unparking``: the parked backlog of p is nearly delivered; new records of p wait in
