@@ -615,8 +615,9 @@ class RuleSet:
             inst["p"] = cond.seq
             inst["a"] = t
             moved: list[str] = inst["m"]
-            if len(moved) >= MAX_SEEN and "o" not in inst:
-                inst["o"] = moved[0]  # the start's, kept for the trigger key
+            if len(moved) >= MAX_SEEN and "o" not in inst and len(inst["id"]) == ID_LENGTH:
+                inst["o"] = moved[0]  # the start's, kept for the trigger key (the older
+                # form is its own key, and may have dropped its start's id already)
             inst["m"] = [*moved, ev.message_id][-MAX_SEEN:]
             effects.append(self._effect("advanced", rule, inst, t))
             return False
