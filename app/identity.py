@@ -112,6 +112,20 @@ class Resolution(NamedTuple):
     relinked_from: str | None = None  # shared device: the previous owner (no merge)
 
 
+#: builds a Resolution from all its fields without NamedTuple's Python-level ``__new__``
+#: frame (one per event: compiled, a call to ``_resolution`` is a C call)
+_tuple_new = tuple.__new__
+
+
+def _resolution(
+    person: str,
+    link: tuple[str, str] | None = None,
+    merge_from: tuple[str, ...] = (),
+    relinked_from: str | None = None,
+) -> Resolution:
+    return _tuple_new(Resolution, (person, link, merge_from, relinked_from))
+
+
 def resolve(message: dict, lookup: Callable[[str], str | None]) -> Resolution | None:
     """Resolve ``message`` (already validated) against the links of its routing id.
 
@@ -127,15 +141,15 @@ def resolve(message: dict, lookup: Callable[[str], str | None]) -> Resolution | 
             return None
         current = lookup(rid)
         if current == user_id:
-            return Resolution(user_person(user_id))
+            return _resolution(user_person(user_id))
         if current is not None:
             # previousId already belongs to another user: move the link, fuse no one.
-            return Resolution(
+            return _resolution(
                 user_person(user_id), link=(rid, user_id), relinked_from=user_person(current)
             )
         # previousId may be an anonymousId or an old userId and the shape cannot tell:
         # both candidate persons merge into the new user (merging an empty one is a no-op).
-        return Resolution(
+        return _resolution(
             user_person(user_id),
             link=(rid, user_id),
             merge_from=(anon_person(rid), user_person(rid)),
@@ -146,18 +160,18 @@ def resolve(message: dict, lookup: Callable[[str], str | None]) -> Resolution | 
             return None
         # userId only: an alias may have moved this userId to a newer one.
         target = lookup(user_id)
-        return Resolution(user_person(target or user_id))
+        return _resolution(user_person(target or user_id))
     current = lookup(anonymous_id)
     if user_id is None:
-        return Resolution(user_person(current) if current else anon_person(anonymous_id))
+        return _resolution(user_person(current) if current else anon_person(anonymous_id))
     if current is None:
-        return Resolution(
+        return _resolution(
             user_person(user_id),
             link=(anonymous_id, user_id),
             merge_from=(anon_person(anonymous_id),),
         )
     if current == user_id:
-        return Resolution(user_person(user_id))
-    return Resolution(
+        return _resolution(user_person(user_id))
+    return _resolution(
         user_person(user_id), link=(anonymous_id, user_id), relinked_from=user_person(current)
     )

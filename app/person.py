@@ -16,7 +16,6 @@ only then), the effects to send to Emarsys, and the rule transitions for the fun
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,17 +43,35 @@ def new_record() -> dict[str, Any]:
     }
 
 
-@dataclass(slots=True)
 class Outcome:
-    record: dict[str, Any] | None
-    changed: bool = False
-    effects: list[dict[str, Any]] = field(default_factory=list)
-    transitions: list[Effect] = field(default_factory=list)
-    failures: list[str] = field(default_factory=list)
-    pk_before: str | None = None
-    #: signed funnel counts ``(rule, kind, hour) -> n`` when they are not simply the
-    #: transitions (a re-applied lateness window takes back what the old order counted)
-    funnel: dict[tuple[str, str, int], int] | None = None
+    """What applying an input to a person did. A plain class, not a dataclass: compiled,
+    its ``__init__`` is native, where a dataclass's is generated Python (a frame per
+    event)."""
+
+    __slots__ = ("changed", "effects", "failures", "funnel", "pk_before", "record", "transitions")
+
+    def __init__(
+        self,
+        record: dict[str, Any] | None,
+        changed: bool = False,
+        effects: list[dict[str, Any]] | None = None,
+        transitions: list[Effect] | None = None,
+        failures: list[str] | None = None,
+        pk_before: str | None = None,
+        funnel: dict[tuple[str, str, int], int] | None = None,
+    ) -> None:
+        self.record = record
+        self.changed = changed
+        self.effects: list[dict[str, Any]] = [] if effects is None else effects
+        self.transitions: list[Effect] = [] if transitions is None else transitions
+        self.failures: list[str] = [] if failures is None else failures
+        self.pk_before = pk_before
+        #: signed funnel counts ``(rule, kind, hour) -> n`` when they are not simply the
+        #: transitions (a re-applied lateness window takes back what the old order counted)
+        self.funnel = funnel
+
+    def __repr__(self) -> str:
+        return f"Outcome(changed={self.changed}, effects={len(self.effects)})"
 
     def funnel_counts(self) -> dict[tuple[str, str, int], int]:
         """``(rule, kind, hour start) -> n`` to add to the funnel (n may be negative)."""
