@@ -338,6 +338,25 @@ def bench_stages(
     }
 
 
+def bench_stages_worker_gc(messages: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """``bench_stages`` under the worker's collector settings (``app.gc_tuning``: what
+    exists frozen, the young generation collected every 50,000 net allocations), which a
+    worker applies once it has started; the defaults are put back afterwards."""
+    import gc
+
+    from app.gc_tuning import THRESHOLDS
+
+    before = gc.get_threshold()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*THRESHOLDS)
+    try:
+        return bench_stages(messages)
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()
+
+
 def count_stage_work(messages: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The JSON the stages decode and encode per event, counted, not timed (a second,
     untimed ``bench_stages`` with orjson wrapped): on a shared machine a change under ~10 %
@@ -404,6 +423,7 @@ def run_core(
         "datamaps": bench_datamaps(msgs, min_seconds=min_seconds),
         "person": bench_person(msgs),
         "stages": bench_stages(msgs),
+        "stages_worker_gc": bench_stages_worker_gc(msgs),
         # the same people a day later: persons with history (the mix alone is mostly new)
         "stages_returning": bench_stages(msgs, history=returning_history(len(msgs), users)),
         "stage_work": count_stage_work(msgs),

@@ -694,6 +694,16 @@ def render(r: dict[str, Any]) -> str:
             f"{sg['person_events_per_s']:,.0f}/s ({sg['person_records']:,} of them)",
         )
     )
+    tuned = core.get("stages_worker_gc")
+    if tuned is not None:
+        rows.append(
+            (
+                "core: the same stages under the worker's collector settings (`app.gc_tuning`)",
+                tuned["events_per_s"],
+                f"input records {tuned['link_events_per_s']:,.0f}/s, then person-events "
+                f"records {tuned['person_events_per_s']:,.0f}/s",
+            )
+        )
     back = core.get("stages_returning")
     if back is not None:
         rows.append(

@@ -17,6 +17,9 @@ def test_generated_events_are_valid_segment_messages() -> None:
 
 
 def test_core_returns_positive_rates_and_expected_keys() -> None:
+    import gc
+
+    thresholds = gc.get_threshold()
     result = run_core(
         events=200, users=50, rule_sets=((20, 2), (40, 2)), rule_events=50, min_seconds=0.0
     )
@@ -25,11 +28,15 @@ def test_core_returns_positive_rates_and_expected_keys() -> None:
         "datamaps",
         "person",
         "stages",
+        "stages_worker_gc",
         "stages_returning",
         "stage_work",
         "replay",
     }
     assert result["stages_returning"]["events_per_s"] > 0
+    # the row under the worker's collector settings puts the process's own back
+    assert result["stages_worker_gc"]["person_records"] == result["stages"]["person_records"]
+    assert gc.get_threshold() == thresholds and gc.get_freeze_count() == 0
     work = result["stage_work"]
     assert work["loads"] > 0 and work["dumps"] > 0 and work["loads_bytes"] > work["loads"]
     assert result["stages"]["events_per_s"] > 0 and result["stages"]["person_records"] > 0
