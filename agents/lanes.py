@@ -42,7 +42,9 @@ is stored there from the committed offset on. Drained (the usual case: most acco
 never park), the partition goes ``direct`` with them; otherwise, or when the answer is
 unclear, it goes ``parked``, and the first record forwarded tells the lane where that
 backlog ends (no end offset is trusted: the embedded broker under-reports them), after
-which it unparks as above. A worker that
+which it unparks as above; with no record to forward, it asks the broker again every
+``REPROBE_EVERY`` seconds once nothing of it is in memory or in a call, and goes
+``direct`` when the broker says drained (delivered and committed). A worker that
 loses partitions (``stop``) lets its forwards in flight reach the broker before their
 spans are released, so a new owner never finds a parked record appear behind it.
 
@@ -68,6 +70,9 @@ LINGER = 0.05  # a batch waits at least this long for company (unless it is full
 UNPARK_SLACK = 1000  # a parked backlog this small is drained with new records held back
 HOLD_LIMIT = 5000  # records held back while unparking before the lane parks them again
 UNPARK_POLL = 0.05
+#: seconds between asking the broker again whether a parked partition that never parked
+#: a record itself (taken over with a backlog, or its first probe failed) is drained
+REPROBE_EVERY = 5.0
 FORWARD_RETRY_MAX = 5.0
 REPORTS_AHEAD = 2  # batches whose outcomes are still being sent when the next call starts
 
@@ -205,6 +210,7 @@ class AccountLane:
         self._task: asyncio.Task[None] | None = None
         self._flight_tasks: set[asyncio.Task[None]] = set()
         self._forward_task: asyncio.Task[None] | None = None
+        self._reprobe_task: asyncio.Task[None] | None = None
 
     @property
     def can_park(self) -> bool:
@@ -251,6 +257,7 @@ class AccountLane:
                 st = self.parts[partition] = Partition(DIRECT)
             elif self.blocked:
                 st = self.parts[partition] = Partition(PARKED)
+                self._ensure_reprobing()
             else:
                 # Unknown until proven empty: the parking partition may hold a backlog.
                 st = self.parts[partition] = Partition(PROBING)
@@ -487,6 +494,7 @@ class AccountLane:
             self._part(item.partition).state = PARKED
         if moved:
             self._forward(moved)
+        self._ensure_reprobing()
 
     def _unblock(self) -> None:
         if self.blocked:
@@ -499,6 +507,68 @@ class AccountLane:
         st.state = PARKED
         held, st.holding = st.holding, []
         self._forward(held)
+        self._ensure_reprobing()
+
+    # A parked partition learns where its parking backlog ends from the first record it
+    # forwards itself (no end offset is trusted). One that has forwarded none (taken
+    # over with a backlog, or its probe failed, and no effect since) asks the broker
+    # again every ``REPROBE_EVERY`` seconds, once nothing of it is in memory or in a
+    # call: drained (everything delivered and committed), it goes direct, so its next
+    # effect does not take the parking hop.
+
+    def _unknown_end(self, partition: int, st: Partition) -> bool:
+        return (
+            st.state == PARKED
+            and st.parked_end is None
+            and st.forwarding == 0
+            and not any(i.partition == partition for i in self.parked)
+            and not any(
+                i.partition == partition
+                for f in self.flights
+                if f.kind == "parked"
+                for i in f.items
+            )
+        )
+
+    def _ensure_reprobing(self) -> None:
+        if self.stopped or not self.can_park:
+            return
+        if self._reprobe_task is None or self._reprobe_task.done():
+            self._reprobe_task = asyncio.ensure_future(self._reprobe_loop())
+
+    async def _reprobe_loop(self) -> None:
+        assert self.parked_topic is not None
+        while not self.stopped:
+            waiting = [
+                p for p, st in self.parts.items() if st.state == PARKED and st.parked_end is None
+            ]
+            if not waiting:
+                return
+            await asyncio.sleep(REPROBE_EVERY)
+            if self.blocked:
+                continue  # Emarsys failing: everything parks anyway
+            ready = [p for p in waiting if self._unknown_end(p, self.parts[p])]
+            if not ready:
+                continue
+            await self.host.commit()  # what was delivered: its parking offsets committed
+            for p in ready:
+                try:
+                    drained = await self.host.parking_drained(self.parked_topic, p)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.warning("account %s: probing parking partition %d failed", self.account, p)
+                    continue
+                st = self.parts.get(p)
+                if (
+                    drained
+                    and st is not None
+                    and not self.stopped
+                    and not self.blocked
+                    and self._unknown_end(p, st)  # nothing forwarded or fetched meanwhile
+                ):
+                    self._go_direct(st)
+                    log.info("account %s: partition %d delivers directly", self.account, p)
 
     def _forward(self, items: list[Item]) -> None:
         for item in items:
@@ -601,6 +671,7 @@ class AccountLane:
             self._task,
             *self._flight_tasks,
             self._report_task,
+            self._reprobe_task,
             *(st.unparking for st in self.parts.values()),
             *(st.probing for st in self.parts.values()),
         ):

@@ -16,7 +16,7 @@ import pytest
 
 from agents.parking_probe import ParkingProbe
 from app.topics import ensure_topics
-from tests.integration.stack import account_config, read_topic, wait_for
+from tests.integration.stack import account_config, admin, http, read_topic, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -95,3 +95,68 @@ def test_a_worker_restarted_without_an_outage_parks_nothing(make_stack, simulato
     parked = read_topic(stack.broker_url, stack.topic("parked-acme"))
     assert [orjson.loads(r.value) for r in parked] == []
     assert stack.metric("emd_account_parked", i=1, account="acme") == 0
+
+
+def test_a_worker_taking_over_a_parked_backlog_goes_direct_once_it_is_delivered(
+    make_stack, simulator
+) -> None:
+    """A worker stopped during an outage leaves its parked effects behind; the next
+    worker finds them (the probe), delivers them once Emarsys is back, and goes direct
+    by itself, with no new effect needed: the account no longer shows parked, and its
+    next effect reaches Emarsys without taking the parking hop."""
+    stack = make_stack(
+        {"acme": account_config(simulator)},
+        extra={"sink": {"flush_interval": "0.2s", "park_after": "1s"}},
+    )
+    tag = f"takeover-{uuid.uuid4().hex[:6]}"
+    emails = [f"{tag}-{i}@example.com" for i in range(20)]
+
+    def identify(email: str, name: str) -> None:
+        body = {
+            "type": "identify",
+            "userId": email,
+            "traits": {"firstName": name, "email": email},
+            "context": {"traits": {"email": email}},
+        }
+        assert stack.post("/v1/identify", body, i=len(stack.workers) - 1).status == 200
+
+    def parked() -> list[bytes]:
+        return [r.value for r in read_topic(stack.broker_url, stack.topic("parked-acme"))]
+
+    simulator.post("/_sim/faults", {"outage_seconds": 600})
+    try:
+        stack.start_worker()
+        stack.wait_assigned()
+        for email in emails:
+            identify(email, "Ada")
+        wait_for(lambda: len(parked()) >= len(emails), timeout=60, what="the effects parked")
+        stack.stop_worker(stack.workers[0])
+    finally:
+        simulator.post("/_sim/faults", {"outage_seconds": 0})
+    backlog = len(parked())
+
+    stack.start_worker()
+    stack.wait_assigned()
+
+    def first_name(email: str) -> str | None:
+        fields = simulator.contact(email)
+        return fields.get("1") if fields else None
+
+    wait_for(
+        lambda: all(first_name(e) == "Ada" for e in emails),
+        timeout=60,
+        what="the parked backlog delivered by the new worker",
+    )
+
+    def direct() -> bool:
+        r = http("GET", f"{stack.url(1)}/api/accounts/acme/deliveries", headers=admin())
+        body = r.json()
+        return body["backlog"]["state"] != "parked" and body["workers"][0][
+            "directPartitions"
+        ] == list(range(stack.partitions))
+
+    wait_for(direct, timeout=30, what="the new worker delivering directly, with no new effect")
+    assert stack.metric("emd_account_parked", i=1, account="acme") == 0
+    identify(emails[0], "Grace")
+    wait_for(lambda: first_name(emails[0]) == "Grace", what="the next effect in Emarsys")
+    assert len(parked()) == backlog  # it went straight to Emarsys

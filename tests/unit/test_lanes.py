@@ -21,9 +21,19 @@ from typing import Any
 
 import pytest
 
-from agents.lanes import DIRECT, AccountLane, Item, Span
+from agents import lanes
+from agents.lanes import DIRECT, PARKED, AccountLane, Item, Span
 
 P = 3  # partitions
+
+
+@pytest.fixture(autouse=True)
+def quick_reprobe(monkeypatch):
+    """Parked partitions that know no end of their backlog ask the broker again every
+    20 ms (5 s in a worker), so every scenario here runs that path too."""
+    monkeypatch.setattr(lanes, "REPROBE_EVERY", 0.02)
+
+
 PARKED_READ_AHEAD = 40
 
 
@@ -159,8 +169,8 @@ class Host:
 
 def idle_parked(st: Any) -> bool:
     """A partition taken over with a parking backlog (or whose probe failed) that has had no
-    effect of its own since: it goes direct with its next effect (which takes the parking
-    hop once), not before, because the parking partition's end offset is not trusted."""
+    effect of its own since: it goes direct once the broker says its parking partition is
+    drained (asked again every ``REPROBE_EVERY``), or with its next effect."""
     return st.state != DIRECT and st.parked_end is None and st.forwarding == 0
 
 
@@ -414,3 +424,69 @@ async def test_a_probe_that_fails_parks_as_before() -> None:
     assert any(t.records for t in run.host.parking.values())
     assert in_order_per_contact(run.host.accepted)
     assert latest(run.host.accepted) == run.last
+
+
+async def test_a_backlog_taken_over_goes_direct_without_waiting_for_a_new_effect() -> None:
+    """A previous owner left 30 effects in a parking partition and no new effect comes:
+    once they are delivered and committed, the partition goes direct by itself (the
+    broker asked again), so the next effect goes straight to Emarsys instead of taking
+    the parking hop (produce, fetch, commit) first."""
+    run = Run(8, rebalance=False)
+    for seq in range(30):
+        value = json.dumps({"contact": "c0", "seq": -30 + seq}).encode()
+        run.host.parking[0].records.append((b"acme\x1fc0", value, time.time()))
+    lane, pos = run.new_lane()
+    fetcher = asyncio.ensure_future(run.fetch(lane, pos))
+    committer = asyncio.ensure_future(run.committer())
+    try:
+        deadline = time.monotonic() + 10
+        while 0 not in lane.parts or lane.parts[0].state != PARKED:
+            assert time.monotonic() < deadline, "the backlog was not found"
+            await asyncio.sleep(0.005)
+        while lane.parts[0].state != DIRECT:
+            assert time.monotonic() < deadline, "still parked with its backlog delivered"
+            await asyncio.sleep(0.01)
+        assert [seq for _, seq in run.host.accepted] == list(range(-30, 0))
+        assert run.host.parking[0].committed == 30
+        await run.produce(60)  # new effects, c0's among them: none is parked
+        while not run.drained(lane):
+            assert time.monotonic() < deadline, "not drained"
+            await asyncio.sleep(0.01)
+    finally:
+        fetcher.cancel()
+        committer.cancel()
+        lane.stop()
+    assert len(run.host.parking[0].records) == 30
+    assert all(not run.host.parking[p].records for p in (1, 2))
+    assert latest(run.host.accepted) == run.last
+    assert in_order_per_contact(run.host.accepted)
+
+
+async def test_a_parked_partition_never_goes_direct_before_its_backlog_is_committed() -> None:
+    """The broker is asked again only when nothing of the partition is in memory, in a
+    call or on its way to the parking topic, and says drained only once the delivered
+    backlog's offsets are committed: with commits held back, the partition stays parked."""
+    run = Run(9, rebalance=False)
+    for seq in range(10):
+        value = json.dumps({"contact": "c0", "seq": -10 + seq}).encode()
+        run.host.parking[0].records.append((b"acme\x1fc0", value, time.time()))
+    commits: list[float] = []
+
+    async def no_commit() -> None:
+        commits.append(time.monotonic())
+
+    run.host.commit = no_commit  # type: ignore[method-assign]
+    lane, pos = run.new_lane()
+    fetcher = asyncio.ensure_future(run.fetch(lane, pos))
+    try:
+        deadline = time.monotonic() + 10
+        while len(run.host.accepted) < 10:
+            assert time.monotonic() < deadline, "the backlog was not delivered"
+            await asyncio.sleep(0.01)
+        probes = len(run.host.probes)
+        await asyncio.sleep(0.2)  # ten times REPROBE_EVERY
+        assert len(run.host.probes) > probes and commits  # asked again, committing first
+        assert lane.parts[0].state == PARKED
+    finally:
+        fetcher.cancel()
+        lane.stop()
