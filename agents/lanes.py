@@ -551,12 +551,15 @@ class AccountLane:
             if not ready:
                 continue
             await self.host.commit()  # what was delivered: its parking offsets committed
-            for p in ready:
-                try:
-                    drained = await self.host.parking_drained(self.parked_topic, p)
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
+            topic = self.parked_topic
+            # asked in one turn: the probe answers them all over one connection
+            answers = await asyncio.gather(
+                *(self.host.parking_drained(topic, p) for p in ready), return_exceptions=True
+            )
+            for p, drained in zip(ready, answers, strict=True):
+                if isinstance(drained, BaseException):
+                    if isinstance(drained, asyncio.CancelledError):
+                        raise drained
                     log.warning("account %s: probing parking partition %d failed", self.account, p)
                     continue
                 st = self.parts.get(p)
