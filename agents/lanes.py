@@ -562,10 +562,9 @@ class AccountLane:
                         raise drained
                     log.warning("account %s: probing parking partition %d failed", self.account, p)
                     continue
-                st = self.parts.get(p)
+                st = self.parts[p]
                 if (
                     drained
-                    and st is not None
                     and not self.stopped
                     and not self.blocked
                     and self._unknown_end(p, st)  # nothing forwarded or fetched meanwhile

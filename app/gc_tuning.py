@@ -23,11 +23,16 @@ ENV = "EMD_GC_DEFAULTS"
 THRESHOLDS = (50_000, 20, 20)
 
 
+def apply() -> None:
+    """The worker's settings, whatever the environment (``bench.core`` times under them)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*THRESHOLDS)
+
+
 def tune() -> bool:
     """Applies the worker's settings unless ``EMD_GC_DEFAULTS`` is set; True if it did."""
     if os.environ.get(ENV):
         return False
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*THRESHOLDS)
+    apply()
     return True

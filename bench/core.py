@@ -344,12 +344,10 @@ def bench_stages_worker_gc(messages: Sequence[dict[str, Any]]) -> dict[str, Any]
     worker applies once it has started; the defaults are put back afterwards."""
     import gc
 
-    from app.gc_tuning import THRESHOLDS
+    from app import gc_tuning
 
     before = gc.get_threshold()
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*THRESHOLDS)
+    gc_tuning.apply()
     try:
         return bench_stages(messages)
     finally:

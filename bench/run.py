@@ -694,26 +694,20 @@ def render(r: dict[str, Any]) -> str:
             f"{sg['person_events_per_s']:,.0f}/s ({sg['person_records']:,} of them)",
         )
     )
-    tuned = core.get("stages_worker_gc")
-    if tuned is not None:
-        rows.append(
-            (
-                "core: the same stages under the worker's collector settings (`app.gc_tuning`)",
-                tuned["events_per_s"],
-                f"input records {tuned['link_events_per_s']:,.0f}/s, then person-events "
-                f"records {tuned['person_events_per_s']:,.0f}/s",
+    for key, what in (
+        ("stages_worker_gc", "under the worker's collector settings (`app.gc_tuning`)"),
+        ("stages_returning", "for returning customers (the same users seen a day before)"),
+    ):
+        again = core.get(key)
+        if again is not None:
+            rows.append(
+                (
+                    f"core: the same stages {what}",
+                    again["events_per_s"],
+                    f"input records {again['link_events_per_s']:,.0f}/s, then person-events "
+                    f"records {again['person_events_per_s']:,.0f}/s",
+                )
             )
-        )
-    back = core.get("stages_returning")
-    if back is not None:
-        rows.append(
-            (
-                "core: the same stages for returning customers (the same users seen a day before)",
-                back["events_per_s"],
-                f"input records {back['link_events_per_s']:,.0f}/s, then person-events "
-                f"records {back['person_events_per_s']:,.0f}/s",
-            )
-        )
     rows.append(("core: `replay` over the same events", core["replay"]["events_per_s"], ""))
     st = pe["state"]
     ratios = r["ratios"]

@@ -37,6 +37,23 @@ async def _produce_batch(bootstrap: str, topic: str, partition: int, n: int) -> 
         await producer.stop()
 
 
+def identify(stack, email: str, name: str, worker: int) -> None:
+    """An identify for ``email`` (a new first name) posted to ``worker``."""
+    body = {
+        "type": "identify",
+        "userId": email,
+        "traits": {"firstName": name, "email": email},
+        "context": {"traits": {"email": email}},
+    }
+    assert stack.post("/v1/identify", body, i=worker).status == 200
+
+
+def first_name(simulator, email: str) -> str | None:
+    """The contact's first name (field 1) in the simulated Emarsys."""
+    fields = simulator.contact(email)
+    return fields.get("1") if fields else None
+
+
 def test_the_probe_finds_parked_effects_and_only_then_says_drained(broker) -> None:
     topic = f"probe-{uuid.uuid4().hex[:8]}"
     asyncio.run(ensure_topics(broker.url, {topic: 2}))
@@ -71,27 +88,13 @@ def test_a_worker_restarted_without_an_outage_parks_nothing(make_stack, simulato
     stack.start_worker()
     stack.wait_assigned()
     email = f"probe-{uuid.uuid4().hex[:8]}@example.com"
-
-    def identify(name: str, worker: int) -> None:
-        body = {
-            "type": "identify",
-            "userId": email,
-            "traits": {"firstName": name, "email": email},
-            "context": {"traits": {"email": email}},
-        }
-        assert stack.post("/v1/identify", body, i=worker).status == 200
-
-    def first_name() -> str | None:
-        fields = simulator.contact(email)
-        return fields.get("1") if fields else None
-
-    identify("Ada", 0)
-    wait_for(lambda: first_name() == "Ada", what="the first identify in Emarsys")
+    identify(stack, email, "Ada", 0)
+    wait_for(lambda: first_name(simulator, email) == "Ada", what="the first identify in Emarsys")
     stack.stop_worker(stack.workers[0])
     stack.start_worker()
     stack.wait_assigned()
-    identify("Grace", 1)
-    wait_for(lambda: first_name() == "Grace", what="the identify after the restart")
+    identify(stack, email, "Grace", 1)
+    wait_for(lambda: first_name(simulator, email) == "Grace", what="the identify after the restart")
     parked = read_topic(stack.broker_url, stack.topic("parked-acme"))
     assert [orjson.loads(r.value) for r in parked] == []
     assert stack.metric("emd_account_parked", i=1, account="acme") == 0
@@ -111,15 +114,6 @@ def test_a_worker_taking_over_a_parked_backlog_goes_direct_once_it_is_delivered(
     tag = f"takeover-{uuid.uuid4().hex[:6]}"
     emails = [f"{tag}-{i}@example.com" for i in range(20)]
 
-    def identify(email: str, name: str) -> None:
-        body = {
-            "type": "identify",
-            "userId": email,
-            "traits": {"firstName": name, "email": email},
-            "context": {"traits": {"email": email}},
-        }
-        assert stack.post("/v1/identify", body, i=len(stack.workers) - 1).status == 200
-
     def parked() -> list[bytes]:
         return [r.value for r in read_topic(stack.broker_url, stack.topic("parked-acme"))]
 
@@ -128,7 +122,7 @@ def test_a_worker_taking_over_a_parked_backlog_goes_direct_once_it_is_delivered(
         stack.start_worker()
         stack.wait_assigned()
         for email in emails:
-            identify(email, "Ada")
+            identify(stack, email, "Ada", 0)
         wait_for(lambda: len(parked()) >= len(emails), timeout=60, what="the effects parked")
         stack.stop_worker(stack.workers[0])
     finally:
@@ -137,13 +131,8 @@ def test_a_worker_taking_over_a_parked_backlog_goes_direct_once_it_is_delivered(
 
     stack.start_worker()
     stack.wait_assigned()
-
-    def first_name(email: str) -> str | None:
-        fields = simulator.contact(email)
-        return fields.get("1") if fields else None
-
     wait_for(
-        lambda: all(first_name(e) == "Ada" for e in emails),
+        lambda: all(first_name(simulator, e) == "Ada" for e in emails),
         timeout=60,
         what="the parked backlog delivered by the new worker",
     )
@@ -157,6 +146,6 @@ def test_a_worker_taking_over_a_parked_backlog_goes_direct_once_it_is_delivered(
 
     wait_for(direct, timeout=30, what="the new worker delivering directly, with no new effect")
     assert stack.metric("emd_account_parked", i=1, account="acme") == 0
-    identify(emails[0], "Grace")
-    wait_for(lambda: first_name(emails[0]) == "Grace", what="the next effect in Emarsys")
+    identify(stack, emails[0], "Grace", 1)
+    wait_for(lambda: first_name(simulator, emails[0]) == "Grace", what="the next effect in Emarsys")
     assert len(parked()) == backlog  # it went straight to Emarsys

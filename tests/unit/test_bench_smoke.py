@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 from app.segment.model import parse_message
 from bench.core import run_core
 from bench.events import encode, generate, mix
@@ -17,8 +19,6 @@ def test_generated_events_are_valid_segment_messages() -> None:
 
 
 def test_core_returns_positive_rates_and_expected_keys() -> None:
-    import gc
-
     thresholds = gc.get_threshold()
     result = run_core(
         events=200, users=50, rule_sets=((20, 2), (40, 2)), rule_events=50, min_seconds=0.0

@@ -399,13 +399,19 @@ async def test_after_an_assignment_an_empty_parking_partition_is_not_used() -> N
     assert latest(run.host.accepted) == run.last
 
 
+def left_parked(run: Run, n: int) -> None:
+    """``n`` effects of contact c0 (partition 0), seq -n..-1, that a previous owner parked
+    and did not deliver before the assignment."""
+    for seq in range(-n, 0):
+        value = json.dumps({"contact": "c0", "seq": seq}).encode()
+        run.host.parking[0].records.append((b"acme\x1fc0", value, time.time()))
+
+
 async def test_a_backlog_left_in_the_parking_partition_goes_before_new_effects() -> None:
     """A previous owner parked effects and did not deliver them: the probe finds them,
     so the new effects of that partition wait behind them (per contact, in order)."""
     run = Run(4, rebalance=False)
-    for seq in range(30):  # contact c0 (partition 0), parked before the assignment
-        value = json.dumps({"contact": "c0", "seq": -30 + seq}).encode()
-        run.host.parking[0].records.append((b"acme\x1fc0", value, time.time()))
+    left_parked(run, 30)
     lane, pos = run.new_lane()
     await fed(run, lane, pos, 200)
     c0 = [seq for contact, seq in run.host.accepted if contact == "c0"]
@@ -432,9 +438,7 @@ async def test_a_backlog_taken_over_goes_direct_without_waiting_for_a_new_effect
     broker asked again), so the next effect goes straight to Emarsys instead of taking
     the parking hop (produce, fetch, commit) first."""
     run = Run(8, rebalance=False)
-    for seq in range(30):
-        value = json.dumps({"contact": "c0", "seq": -30 + seq}).encode()
-        run.host.parking[0].records.append((b"acme\x1fc0", value, time.time()))
+    left_parked(run, 30)
     lane, pos = run.new_lane()
     fetcher = asyncio.ensure_future(run.fetch(lane, pos))
     committer = asyncio.ensure_future(run.committer())
@@ -467,9 +471,7 @@ async def test_a_parked_partition_never_goes_direct_before_its_backlog_is_commit
     call or on its way to the parking topic, and says drained only once the delivered
     backlog's offsets are committed: with commits held back, the partition stays parked."""
     run = Run(9, rebalance=False)
-    for seq in range(10):
-        value = json.dumps({"contact": "c0", "seq": -10 + seq}).encode()
-        run.host.parking[0].records.append((b"acme\x1fc0", value, time.time()))
+    left_parked(run, 10)
     commits: list[float] = []
 
     async def no_commit() -> None:
